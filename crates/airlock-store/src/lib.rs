@@ -1,0 +1,114 @@
+//! Airlock's storage: the control-plane database, one database per tenant, their migrations,
+//! and the repositories over them.
+//!
+//! The control plane holds tenants, users, agents, operators, API keys and sessions. Each
+//! tenant's own data lives in that tenant's database, reached only through a [`TenantScope`],
+//! which only an authenticated [`Principal`] (or the platform operator, for tenant
+//! administration) can produce. No function here takes a tenant id from a request.
+//!
+//! SQL is plain and static: the same statements run on every backend (`$1` placeholders
+//! work on SQLite and PostgreSQL alike), and each backend has its own migration folder.
+
+mod db;
+mod error;
+mod identity;
+mod migrations;
+mod principal;
+mod tenant;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_crypto::KeyedHasher;
+
+pub use db::{Backend, Database};
+pub use error::{AuthError, StoreError};
+pub use identity::{
+    Agent, ApiKey, CreatedApiKey, CreatedSession, KeyOwner, NewUser, Session, Tenant, User,
+};
+pub use principal::{Credential, Principal, PrincipalKind, TenantScope};
+pub use tenant::TenantDb;
+
+/// How long console sessions live.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    /// The longest a session lives, however active.
+    pub lifetime: Duration,
+    /// A session unused for this long ends.
+    pub idle_timeout: Duration,
+}
+
+/// Where and how the store keeps its data.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The data directory: `control.sqlite` and `tenants/<tenant id>.sqlite` live here.
+    pub data_dir: PathBuf,
+    /// Session lifetimes.
+    pub sessions: SessionPolicy,
+    /// Log every SQL statement at debug level (a debug option; refused in production).
+    pub log_statements: bool,
+}
+
+/// The storage layer: the control plane and every tenant's database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    control: Database,
+    tenants: tenant::TenantDatabases,
+    hasher: KeyedHasher,
+    sessions: SessionPolicy,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory, and migrates the control plane.
+    ///
+    /// `hasher` keys the hashes under which API keys and session tokens are stored; the same
+    /// key must be used on every start, or every issued credential stops working.
+    pub async fn open(options: StoreOptions, hasher: KeyedHasher) -> Result<Self, StoreError> {
+        let dir = &options.data_dir;
+        std::fs::create_dir_all(dir.join("tenants")).map_err(|source| StoreError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let control = Database::open_sqlite(&dir.join("control.sqlite"), options.log_statements, 8).await?;
+        control.migrate(migrations::Set::Control).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                control,
+                tenants: tenant::TenantDatabases::new(dir.join("tenants"), options.log_statements),
+                hasher,
+                sessions: options.sessions,
+            }),
+        })
+    }
+
+    /// The data directory's control-plane database.
+    #[must_use]
+    pub fn control(&self) -> &Database {
+        &self.inner.control
+    }
+
+    /// Whether the control plane answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.control.ping().await
+    }
+
+    /// Closes every database cleanly (checkpointing SQLite's write-ahead log).
+    pub async fn close(&self) {
+        self.inner.tenants.close_all().await;
+        self.inner.control.close().await;
+    }
+
+    /// The tenant's own database, for a scope an authenticated principal produced.
+    pub async fn tenant_db(&self, scope: &TenantScope) -> Result<TenantDb, StoreError> {
+        self.inner.tenants.open(scope.tenant_id()).await
+    }
+
+    fn hasher(&self) -> &KeyedHasher {
+        &self.inner.hasher
+    }
+}

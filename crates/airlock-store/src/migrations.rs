@@ -1,0 +1,47 @@
+//! Migrations, embedded in the binary, one folder per backend and database kind.
+//!
+//! Each file is `NNNN_description.sql`; its version is its number. Applied migrations are
+//! recorded with a checksum, so an edited migration is refused rather than silently skipped.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
+
+use crate::Backend;
+
+/// Which database a migration set is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Set {
+    /// The control-plane database.
+    Control,
+    /// A tenant's database.
+    Tenant,
+}
+
+const SQLITE_CONTROL: &[(i64, &str, &str)] =
+    &[(1, "identity", include_str!("../migrations/sqlite/control/0001_identity.sql"))];
+
+const SQLITE_TENANT: &[(i64, &str, &str)] =
+    &[(1, "identity", include_str!("../migrations/sqlite/tenant/0001_identity.sql"))];
+
+impl Set {
+    pub(crate) fn migrations(self, backend: Backend) -> Vec<Migration> {
+        let files = match (self, backend) {
+            (Set::Control, Backend::Sqlite) => SQLITE_CONTROL,
+            (Set::Tenant, Backend::Sqlite) => SQLITE_TENANT,
+        };
+        files
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    AssertSqlSafe(sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect()
+    }
+}
