@@ -1,1 +1,5 @@
-fn main() {}
+//! The `airlock` binary; everything lives in the library so it can be tested.
+
+fn main() -> std::process::ExitCode {
+    airlock::main()
+}

@@ -1,0 +1,178 @@
+//! Building and running the server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use airlock_crypto::KeyedHasher;
+use airlock_store::{SessionPolicy, Store, StoreOptions};
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::state::AppState;
+use crate::{openapi, problem};
+
+/// A built server, bound to its port and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the store (migrating it), binds the listen address, and assembles the routes.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let key = crate::secrets::server_key(&config).with_context(|| {
+            format!("cannot read or create the server key under `{}`", config.data_dir.display())
+        })?;
+        let store = Store::open(
+            StoreOptions {
+                data_dir: config.data_dir.clone(),
+                sessions: SessionPolicy { lifetime: config.session_lifetime, idle_timeout: config.session_idle },
+                log_statements: config.log_sql,
+            },
+            KeyedHasher::new(key),
+        )
+        .await
+        .with_context(|| format!("cannot open the data directory `{}`", config.data_dir.display()))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on `{}`", config.listen))?;
+        let (routes, document) = openapi::router_and_document();
+        let openapi_json = document.to_pretty_json().context("cannot render the OpenAPI document")?;
+        let state = AppState::new(store, config, openapi_json);
+        let router = assemble(routes, state.clone());
+        Ok(Self { listener, router, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The store, for bootstrap and tests.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        self.state.store()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections and lets
+    /// in-flight requests finish for the configured grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let grace = self.state.config().shutdown_grace;
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; draining in-flight requests");
+            let _ = signalled_tx.send(());
+        };
+        let serve = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal);
+        let deadline = async move {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = serve => result.context("the HTTP server failed")?,
+            () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections"),
+        }
+        self.state.store().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+fn assemble(routes: Router<AppState>, state: AppState) -> Router {
+    let config = state.config();
+    let mut security_headers = vec![
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+        (header::CACHE_CONTROL, "no-store"),
+        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+    ];
+    if config.public_url_is_https {
+        security_headers.push((header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains"));
+    }
+    let mut router = routes
+        .layer(axum::extract::DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout));
+    for (name, value) in security_headers {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    router.layer(middleware::from_fn_with_state(state.clone(), request_context)).with_state(state)
+}
+
+/// Gives each request an id, a span carrying it, metrics, a log line, and error bodies in
+/// problem-details form.
+async fn request_context(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let id: String = airlock_crypto::random_array::<16>().iter().map(|b| format!("{b:02x}")).collect();
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert("x-request-id", value);
+    }
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        route = %route,
+        tenant = tracing::field::Empty,
+        principal = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = problem::normalise(Some(id.clone()), response).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let metrics = state.metrics();
+    metrics.http_requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
+    metrics.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
+    span.in_scope(|| tracing::info!(status, latency_ms = duration_ms(elapsed), "request finished"));
+    response
+}
+
+fn duration_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,83 @@
+//! The OpenAPI 3.1 document and the router, built together from the handlers' annotations,
+//! so every route served is a route described.
+
+use axum::Router;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::routes::{admin, health, identity, sessions};
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Airlock",
+        description = "The control plane between AI agents and the tools and models they use. \
+            Errors are RFC 9457 problem details (`application/problem+json`) whose `type` is a \
+            stable `urn:airlock:problem:<name>`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "health", description = "Liveness, readiness, metrics and this document"),
+        (name = "identity", description = "Who is calling; users, agents and API keys of the caller's tenant"),
+        (name = "sessions", description = "Console login and logout"),
+        (name = "admin", description = "Platform operators: tenants"),
+    ),
+    components(schemas(crate::problem::Problem)),
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("alk_<key id>_<secret>")
+                    .description(Some("An Airlock API key; `x-api-key: alk_…` is accepted too"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "airlock_session",
+                "Console session cookie (`__Host-airlock_session` over HTTPS); state changes also need `x-csrf-token`",
+            ))),
+        );
+    }
+}
+
+/// The router and its OpenAPI document.
+pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::openapi))
+        .routes(routes!(identity::whoami))
+        .routes(routes!(identity::create_user, identity::list_users))
+        .routes(routes!(identity::get_user))
+        .routes(routes!(identity::set_roles))
+        .routes(routes!(identity::create_agent, identity::list_agents))
+        .routes(routes!(identity::create_key, identity::list_keys))
+        .routes(routes!(identity::get_key, identity::revoke_key))
+        .routes(routes!(sessions::login))
+        .routes(routes!(sessions::current, sessions::logout))
+        .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .split_for_parts()
+}
+
+/// The OpenAPI document as JSON.
+#[must_use]
+pub fn openapi_document() -> String {
+    let (_, doc) = router_and_document();
+    doc.to_pretty_json().unwrap_or_default()
+}

@@ -1,0 +1,8 @@
+//! The HTTP routes, grouped by what they manage. Each handler carries its OpenAPI
+//! description, so the published document and the router cannot drift apart.
+
+pub mod admin;
+pub mod health;
+pub mod identity;
+pub mod sessions;
+pub mod views;

@@ -1,0 +1,509 @@
+//! Command-line parsing and the commands themselves.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use airlock_crypto::KeyedHasher;
+use airlock_server::config::{self, RawConfig, RawServer};
+use airlock_server::{Application, Config, Mode};
+use airlock_store::{KeyOwner, NewUser, Principal, SessionPolicy, Store, StoreOptions, TenantScope};
+use airlock_types::{AgentName, ApiKeyId, Email, Role, TenantSlug, Timestamp};
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about = "The control plane that lets AI agents do real work without real power")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "AIRLOCK_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the configuration).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Create and list tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Create and list users of a tenant.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create and list agent identities of a tenant.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print the OpenAPI 3.1 document.
+    Openapi,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address and port to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Port to listen on, keeping the configured address.
+    #[arg(long, conflicts_with = "listen")]
+    port: Option<u16>,
+    /// `dev` or `production`.
+    #[arg(long)]
+    mode: Option<String>,
+    /// The URL clients reach Airlock at.
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and its database.
+    Create {
+        /// Unique short name: lowercase letters, digits and hyphens.
+        slug: String,
+        /// Display name (defaults to the slug).
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user. A password is generated and printed unless given on stdin.
+    Create {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The user's e-mail address (their login name).
+        #[arg(long)]
+        email: String,
+        /// A role (repeat for several): admin, builder, approver, member, viewer, auditor.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long, conflicts_with = "no_password")]
+        password_stdin: bool,
+        /// Create the user without a password (API keys only, no console login).
+        #[arg(long)]
+        no_password: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List the users of a tenant.
+    List {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Create an agent identity.
+    Create {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The agent's name, unique in the tenant.
+        name: String,
+        /// What the agent is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List the agents of a tenant.
+    List {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create an API key for an agent, a user, or a platform operator. The key is printed
+    /// once and cannot be shown again.
+    Create {
+        /// The tenant's slug (not with --operator).
+        #[arg(long, required_unless_present = "operator", conflicts_with = "operator")]
+        tenant: Option<String>,
+        /// Issue the key to this agent (by name).
+        #[arg(long, group = "owner")]
+        agent: Option<String>,
+        /// With --agent: create the agent if it does not exist.
+        #[arg(long, requires = "agent")]
+        create_agent: bool,
+        /// Issue the key to this user (by e-mail).
+        #[arg(long, group = "owner")]
+        user: Option<String>,
+        /// Issue the key to this platform operator (created if new), for `/admin/v1`.
+        #[arg(long, group = "owner")]
+        operator: Option<String>,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime such as `90d` or `12h`; without it the key lives until revoked.
+        #[arg(long, value_parser = crate::duration::parse)]
+        expires_in: Option<std::time::Duration>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List the API keys of a tenant.
+    List {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke an API key. It stops working on the next request.
+    Revoke {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The key's id (`key_…`).
+        id: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(dispatch(cli))
+}
+
+fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
+    let mut overrides = RawConfig { data_dir: cli.data_dir.clone(), ..RawConfig::default() };
+    if let Some(args) = serve {
+        overrides.public_url.clone_from(&args.public_url);
+        overrides.mode = match args.mode.as_deref() {
+            None => None,
+            Some("dev") => Some(Mode::Dev),
+            Some("production") => Some(Mode::Production),
+            Some(other) => bail!("`--mode {other}`: expected `dev` or `production`"),
+        };
+        overrides.server = RawServer { listen: args.listen.clone(), ..RawServer::default() };
+    }
+    let mut raw = config::load(cli.config.as_deref(), &overrides)?;
+    if let Some(port) = serve.and_then(|a| a.port) {
+        let listen = raw.server.listen.clone().unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let host = listen.rsplit_once(':').map_or(listen.as_str(), |(host, _)| host);
+        raw.server.listen = Some(format!("{host}:{port}"));
+    }
+    Ok(raw.validate()?)
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let key = airlock_server::secrets::server_key(config)
+        .with_context(|| format!("cannot read the server key under `{}`", config.data_dir.display()))?;
+    Store::open(
+        StoreOptions {
+            data_dir: config.data_dir.clone(),
+            sessions: SessionPolicy { lifetime: config.session_lifetime, idle_timeout: config.session_idle },
+            log_statements: false,
+        },
+        KeyedHasher::new(key),
+    )
+    .await
+    .with_context(|| format!("cannot open the data directory `{}`", config.data_dir.display()))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => serve(load_config(&cli, Some(args))?).await,
+        Command::Openapi => {
+            println!("{}", airlock_server::openapi_document());
+            Ok(())
+        }
+        Command::Tenant(command) => {
+            let store = open_store(&load_config(&cli, None)?).await?;
+            let result = tenant(&store, command).await;
+            store.close().await;
+            result
+        }
+        Command::User(command) => {
+            let store = open_store(&load_config(&cli, None)?).await?;
+            let result = user(&store, command).await;
+            store.close().await;
+            result
+        }
+        Command::Agent(command) => {
+            let store = open_store(&load_config(&cli, None)?).await?;
+            let result = agent(&store, command).await;
+            store.close().await;
+            result
+        }
+        Command::Key(command) => {
+            let store = open_store(&load_config(&cli, None)?).await?;
+            let result = key(&store, command).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    airlock_server::telemetry::init(&config);
+    let public_url = config.public_url.clone();
+    let mode = config.mode;
+    let data_dir = config.data_dir.clone();
+    let app = Application::build(config).await?;
+    let first = airlock_server::bootstrap::ensure_first_tenant(app.store())
+        .await
+        .context("cannot create the first tenant")?;
+    let addr = app.local_addr()?;
+    let mode = match mode {
+        Mode::Dev => "dev",
+        Mode::Production => "production",
+    };
+    println!("Airlock {} listening on http://{addr} ({mode} mode, data in {})", env!("CARGO_PKG_VERSION"), data_dir.display());
+    if let Some(first) = &first {
+        println!();
+        println!("First start: created tenant `{}` and its administrator.", first.tenant);
+        println!("  e-mail:   {}", first.admin_email);
+        println!("  password: {}   (shown only now)", first.password());
+        println!();
+        println!("Log in (console session):");
+        println!(
+            "  curl -i {public_url}/v1/sessions -H 'content-type: application/json' \\\n    -d '{{\"tenant\":\"{}\",\"email\":\"{}\",\"password\":\"{}\"}}'",
+            first.tenant,
+            first.admin_email,
+            first.password()
+        );
+    }
+    println!();
+    println!("Create an agent key (the key is shown once):");
+    println!("  airlock key create --tenant default --agent my-agent --create-agent");
+    println!("Then call the API with it:");
+    println!("  curl -H 'authorization: Bearer alk_…' {public_url}/v1/whoami");
+    println!("API description: {public_url}/openapi.json");
+    app.run(airlock_server::shutdown_signal()).await
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn scope(store: &Store, tenant: &str) -> anyhow::Result<TenantScope> {
+    let slug = TenantSlug::parse(tenant)?;
+    Ok(store.operator_scope(&Principal::local_operator(), &slug).await?)
+}
+
+async fn tenant(store: &Store, command: &TenantCommand) -> anyhow::Result<()> {
+    let operator = Principal::local_operator();
+    match command {
+        TenantCommand::Create { slug, name, output } => {
+            let tenant = store.create_tenant(&operator, &TenantSlug::parse(slug)?, name).await?;
+            if output.json {
+                return print_json(&tenant);
+            }
+            println!("created tenant `{}` ({})", tenant.slug, tenant.id);
+        }
+        TenantCommand::List { output } => {
+            let tenants = store.list_tenants(&operator).await?;
+            if output.json {
+                return print_json(&tenants);
+            }
+            println!("{:<24} {:<38} {:<24} NAME", "SLUG", "ID", "CREATED");
+            for t in tenants {
+                println!("{:<24} {:<38} {:<24} {}", t.slug, t.id, t.created_at, t.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user(store: &Store, command: &UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Create { tenant, email, roles, name, password_stdin, no_password, output } => {
+            let scope = scope(store, tenant).await?;
+            let email = Email::parse(email)?;
+            let roles = roles.iter().map(|r| Role::parse(r)).collect::<Result<_, _>>()?;
+            let (password, generated) = if *no_password {
+                (None, false)
+            } else if *password_stdin {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text).context("cannot read the password from stdin")?;
+                (Some(text.trim_end_matches(['\r', '\n']).to_owned()), false)
+            } else {
+                (Some(airlock_crypto::random_base64url(18)), true)
+            };
+            let user = store
+                .create_user(
+                    &scope,
+                    NewUser {
+                        name: name.clone().unwrap_or_else(|| email.to_string()),
+                        email,
+                        roles,
+                        password: password.clone().map(SecretString::from),
+                    },
+                )
+                .await?;
+            let shown = if generated { password } else { None };
+            if output.json {
+                #[derive(Serialize)]
+                struct Created<'a> {
+                    user: &'a airlock_store::User,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    password: Option<String>,
+                }
+                return print_json(&Created { user: &user, password: shown });
+            }
+            let roles: Vec<&str> = user.roles.iter().map(Role::as_str).collect();
+            println!("created user {} ({}) with roles {}", user.email, user.id, roles.join(", "));
+            if let Some(password) = shown {
+                println!("password: {password}   (shown only now)");
+            }
+        }
+        UserCommand::List { tenant, output } => {
+            let users = store.list_users(&scope(store, tenant).await?).await?;
+            if output.json {
+                return print_json(&users);
+            }
+            println!("{:<32} {:<38} ROLES", "E-MAIL", "ID");
+            for u in users {
+                let roles: Vec<&str> = u.roles.iter().map(Role::as_str).collect();
+                println!("{:<32} {:<38} {}", u.email, u.id, roles.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn agent(store: &Store, command: &AgentCommand) -> anyhow::Result<()> {
+    match command {
+        AgentCommand::Create { tenant, name, description, output } => {
+            let agent = store.create_agent(&scope(store, tenant).await?, &AgentName::parse(name)?, description).await?;
+            if output.json {
+                return print_json(&agent);
+            }
+            println!("created agent `{}` ({})", agent.name, agent.id);
+        }
+        AgentCommand::List { tenant, output } => {
+            let agents = store.list_agents(&scope(store, tenant).await?).await?;
+            if output.json {
+                return print_json(&agents);
+            }
+            println!("{:<32} {:<38} DESCRIPTION", "NAME", "ID");
+            for a in agents {
+                println!("{:<32} {:<38} {}", a.name, a.id, a.description);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct CreatedKeyOutput<'a> {
+    key: &'a airlock_store::ApiKey,
+    secret: &'a str,
+}
+
+async fn key(store: &Store, command: &KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create { tenant, agent, create_agent, user, operator, name, expires_in, output } => {
+            let expires_at = expires_in.map(|d| Timestamp::now().plus(d));
+            let created = match (tenant, agent, user, operator) {
+                (None, None, None, Some(operator)) => {
+                    store.create_operator_key(&Principal::local_operator(), operator, expires_at).await?
+                }
+                (Some(tenant), Some(agent), None, None) => {
+                    let scope = scope(store, tenant).await?;
+                    let agent_name = AgentName::parse(agent)?;
+                    let found = match store.get_agent_by_name(&scope, &agent_name).await {
+                        Ok(found) => found,
+                        Err(airlock_store::StoreError::NotFound { .. }) if *create_agent => {
+                            store.create_agent(&scope, &agent_name, "").await?
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    let label = name.clone().unwrap_or_else(|| format!("{agent_name} key"));
+                    store.create_api_key(&scope, KeyOwner::Agent(found.id), &label, expires_at).await?
+                }
+                (Some(tenant), None, Some(user), None) => {
+                    let scope = scope(store, tenant).await?;
+                    let found = store.get_user_by_email(&scope, &Email::parse(user)?).await?;
+                    let label = name.clone().unwrap_or_else(|| format!("{} key", found.email));
+                    store.create_api_key(&scope, KeyOwner::User(found.id), &label, expires_at).await?
+                }
+                _ => bail!("name the key's owner: `--tenant T --agent NAME`, `--tenant T --user EMAIL`, or `--operator NAME`"),
+            };
+            if output.json {
+                return print_json(&CreatedKeyOutput { key: &created.key, secret: created.secret.expose() });
+            }
+            println!("created API key {} ({})", created.key.id, created.key.name);
+            if let Some(at) = created.key.expires_at {
+                println!("expires: {at}");
+            }
+            println!("key: {}", created.secret.expose());
+            println!("Store it now: it cannot be shown again.");
+        }
+        KeyCommand::List { tenant, output } => {
+            let keys = store.list_api_keys(&scope(store, tenant).await?).await?;
+            if output.json {
+                return print_json(&keys);
+            }
+            println!("{:<38} {:<8} {:<26} {:<9} NAME", "ID", "OWNER", "CREATED", "STATE");
+            let now = Timestamp::now();
+            for k in keys {
+                let owner = match k.owner {
+                    KeyOwner::User(_) => "user",
+                    KeyOwner::Agent(_) => "agent",
+                    KeyOwner::Operator(_) => "operator",
+                };
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|at| at <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!("{:<38} {:<8} {:<26} {:<9} {}", k.id, owner, k.created_at.to_string(), state, k.name);
+            }
+        }
+        KeyCommand::Revoke { tenant, id, output } => {
+            let scope = scope(store, tenant).await?;
+            let key = store.revoke_api_key(&scope, &ApiKeyId::parse(id)?).await?;
+            if output.json {
+                return print_json(&key);
+            }
+            println!("revoked API key {}", key.id);
+        }
+    }
+    Ok(())
+}
