@@ -9,7 +9,7 @@ use airlock_store::{SessionPolicy, Store, StoreOptions};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tokio::net::TcpListener;
@@ -145,7 +145,7 @@ fn assemble(routes: Router<AppState>, state: AppState) -> Router {
 /// problem-details form.
 async fn request_context(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let id: String = airlock_crypto::random_array::<16>().iter().map(|b| format!("{b:02x}")).collect();
-    let method = request.method().as_str().to_owned();
+    let method = metric_method(request.method()).to_owned();
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert("x-request-id", value);
@@ -171,6 +171,21 @@ async fn request_context(State(state): State<AppState>, mut request: Request, ne
     metrics.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
     span.in_scope(|| tracing::info!(status, latency_ms = duration_ms(elapsed), "request finished"));
     response
+}
+
+/// The method as a metric label: clients can send any token as a method, so anything but the
+/// standard methods is counted as `other` to keep the number of series bounded.
+fn metric_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 fn duration_ms(d: Duration) -> f64 {

@@ -136,17 +136,17 @@ impl FromRequestParts<AppState> for Caller {
         }
         .map_err(|error| refuse(state, &address, error))?;
 
-        if let (Presented::Session(_), Credential::Session(session)) = (&presented, principal.credential()) {
-            if changes_state(&parts.method) {
-                let expected = csrf_token(state, session);
-                let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-                if !airlock_crypto::constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
-                    state.metrics().auth_failure("csrf");
-                    return Err(ApiError::new(
-                        ProblemType::CsrfFailed,
-                        format!("a console session must send its CSRF token in `{CSRF_HEADER}` to change state"),
-                    ));
-                }
+        if let (Presented::Session(_), Credential::Session(session)) = (&presented, principal.credential())
+            && changes_state(&parts.method)
+        {
+            let expected = csrf_token(state, session);
+            let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !airlock_crypto::constant_time_eq(expected.as_bytes(), presented.as_bytes()) {
+                state.metrics().auth_failure("csrf");
+                return Err(ApiError::new(
+                    ProblemType::CsrfFailed,
+                    format!("a console session must send its CSRF token in `{CSRF_HEADER}` to change state"),
+                ));
             }
         }
 

@@ -420,10 +420,8 @@ impl RawConfig {
                 KeyProvider::File { path: PathBuf::new() }
             }
         };
-        if production {
-            if let (Some("file"), None) = (self.key_provider.kind.as_deref(), &self.key_provider.path) {
-                problems.push("key_provider.path: required in production for the `file` provider".to_owned());
-            }
+        if production && self.key_provider.kind.as_deref() == Some("file") && self.key_provider.path.is_none() {
+            problems.push("key_provider.path: required in production for the `file` provider".to_owned());
         }
 
         let log_format = match self.log.format.as_deref() {

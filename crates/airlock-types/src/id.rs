@@ -4,13 +4,11 @@
 //! sort by creation time, say what they name when they appear in a log line, and can never be
 //! confused with one another: a `UserId` does not parse as a `TenantId`.
 
-use std::fmt;
-
 /// An identifier that failed to parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// The value does not start with the prefix of its type.
-    #[error("`{value}` is not a {kind} id (expected `{prefix}_` followed by 32 hex digits)")]
+    #[error("`{value}` is not a valid {kind} id (expected `{prefix}_` followed by 32 hex digits)")]
     Malformed {
         /// What kind of identifier was expected.
         kind: &'static str,
@@ -57,39 +55,9 @@ macro_rules! prefixed_id {
             pub fn parse(value: &str) -> Result<Self, IdError> {
                 parse_prefixed(value, $prefix, $kind).map(Self)
             }
-
-            /// The identifier as text.
-            #[must_use]
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                Self::parse(&raw).map_err(serde::de::Error::custom)
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::parse(s)
-            }
-        }
+        text_newtype!($name, IdError);
     };
 }
 
@@ -111,7 +79,7 @@ prefixed_id!(
 );
 prefixed_id!(
     /// An API key. The id is public: it is embedded in the key and names it in listings.
-    ApiKeyId, "key", "api key"
+    ApiKeyId, "key", "API key"
 );
 prefixed_id!(
     /// A console session.

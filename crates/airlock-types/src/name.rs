@@ -1,7 +1,5 @@
 //! Human-chosen names: tenant slugs, agent names and e-mail addresses.
 
-use std::fmt;
-
 /// A name that failed to parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -20,48 +18,10 @@ fn bounded(value: &str) -> String {
     value.chars().take(80).collect()
 }
 
-macro_rules! string_newtype {
-    ($name:ident) => {
-        impl $name {
-            /// The name as text.
-            #[must_use]
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                Self::parse(&raw).map_err(serde::de::Error::custom)
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = NameError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::parse(s)
-            }
-        }
-    };
-}
-
 /// A tenant's short, URL-safe name, unique across the platform (`acme`, `acme-eu`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TenantSlug(String);
-string_newtype!(TenantSlug);
+text_newtype!(TenantSlug, NameError);
 
 impl TenantSlug {
     /// Parses a slug: 2 to 63 of `[a-z0-9-]`, not starting or ending with a hyphen.
@@ -77,7 +37,7 @@ impl TenantSlug {
 /// An agent's name, unique within its tenant (`invoice-bot`, `support.triage`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AgentName(String);
-string_newtype!(AgentName);
+text_newtype!(AgentName, NameError);
 
 impl AgentName {
     /// Parses an agent name: 1 to 64 of `[A-Za-z0-9._-]`.
@@ -95,7 +55,7 @@ impl AgentName {
 /// is not Airlock's concern, but ambiguity in a login name is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
-string_newtype!(Email);
+text_newtype!(Email, NameError);
 
 impl Email {
     /// Parses and lowercases an e-mail address.

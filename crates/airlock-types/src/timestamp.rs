@@ -50,7 +50,7 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
+        f.pad(&self.to_rfc3339())
     }
 }
 
@@ -66,6 +66,6 @@ mod tests {
 
     #[test]
     fn formats_as_rfc3339_utc() {
-        assert_eq!(Timestamp::from_millis(1_795_000_000_123).to_rfc3339(), "2026-11-18T06:26:40.123Z");
+        assert_eq!(Timestamp::from_millis(1_795_000_000_123).to_rfc3339(), "2026-11-18T11:06:40.123Z");
     }
 }

@@ -1,0 +1,327 @@
+//! The `airlock` command as a person uses it: a real process on a fresh data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn airlock(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    command.arg("--data-dir").arg(data_dir);
+    // Keep the caller's AIRLOCK_* settings out of the test.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AIRLOCK_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn run(data_dir: &Path, args: &[&str]) -> Output {
+    airlock(data_dir).args(args).output().unwrap()
+}
+
+fn ok_json(data_dir: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let output = run(data_dir, &all);
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A running `airlock serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let mut child = airlock(data_dir)
+            .args(["serve", "--port", &port.to_string()])
+            .env("AIRLOCK_LOG__LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stdout = Vec::new();
+        // The banner ends with the API description line.
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.starts_with("API description:");
+            stdout.push(line);
+            if done {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        wait_until_up(&base, "/healthz");
+        Self { child, base, stdout }
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&self.child);
+        let status = wait(&mut self.child);
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `path` until the server answers, for at most 20 seconds.
+fn wait_until_up(base: &str, path: &str) -> reqwest::blocking::Response {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = reqwest::blocking::get(format!("{base}{path}")) {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "the server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn whoami(base: &str, key: &str) -> (u16, Value) {
+    let response = reqwest::blocking::Client::new().get(format!("{base}/v1/whoami")).bearer_auth(key).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap())
+}
+
+#[test]
+fn the_first_start_creates_a_tenant_and_admin_and_a_restart_reuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let banner = server.stdout.join("\n");
+    assert!(banner.contains("created tenant `default`"), "{banner}");
+    assert!(banner.contains("admin@localhost"));
+    assert!(banner.contains("airlock key create --tenant default --agent"));
+    let password = server
+        .stdout
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+
+    // The printed password logs in.
+    let login = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/sessions", server.base))
+        .json(&serde_json::json!({"tenant": "default", "email": "admin@localhost", "password": password}))
+        .send()
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 201);
+
+    // The printed key command works against the live server's data directory.
+    let created = ok_json(dir.path(), &["key", "create", "--tenant", "default", "--agent", "my-agent", "--create-agent"]);
+    let key = created["secret"].as_str().unwrap().to_owned();
+    let (status, body) = whoami(&server.base, &key);
+    assert_eq!(status, 200);
+    assert_eq!(body["kind"], "agent");
+    assert_eq!(body["tenant"]["slug"], "default");
+
+    assert!(server.stop().success(), "a SIGTERM ends the server cleanly");
+
+    let server = Server::start(dir.path());
+    assert!(!server.stdout.join("\n").contains("created tenant"), "no second bootstrap");
+    let (status, _) = whoami(&server.base, &key);
+    assert_eq!(status, 200, "the key survives a restart");
+    let tenants = ok_json(dir.path(), &["tenant", "list"]);
+    assert_eq!(tenants.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn tenants_users_and_keys_are_administered_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tenant = ok_json(d, &["tenant", "create", "acme", "--name", "Acme Corp"]);
+    assert_eq!(tenant["slug"], "acme");
+    assert_eq!(ok_json(d, &["tenant", "list"]).as_array().unwrap().len(), 1);
+
+    let user = ok_json(d, &["user", "create", "--tenant", "acme", "--email", "Ada@Acme.test", "--role", "admin", "--role", "approver"]);
+    assert_eq!(user["user"]["email"], "ada@acme.test");
+    assert_eq!(user["user"]["roles"], serde_json::json!(["admin", "approver"]));
+    assert!(user["password"].as_str().unwrap().len() >= 20, "a generated password is shown once");
+
+    let mut child = airlock(d)
+        .args(["user", "create", "--tenant", "acme", "--email", "bob@acme.test", "--role", "viewer", "--password-stdin", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a password typed by bob\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let bob: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(bob.get("password").is_none(), "a password given on stdin is not echoed");
+
+    let users = ok_json(d, &["user", "list", "--tenant", "acme"]);
+    assert_eq!(users.as_array().unwrap().len(), 2);
+
+    ok_json(d, &["agent", "create", "--tenant", "acme", "invoice-bot", "--description", "pays invoices"]);
+    let agent_key = ok_json(d, &["key", "create", "--tenant", "acme", "--agent", "invoice-bot", "--expires-in", "30d"]);
+    let user_key = ok_json(d, &["key", "create", "--tenant", "acme", "--user", "ada@acme.test"]);
+    assert!(agent_key["secret"].as_str().unwrap().starts_with("alk_key_"));
+    assert!(agent_key["key"]["expires_at"].is_string());
+
+    let keys = ok_json(d, &["key", "list", "--tenant", "acme"]);
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    let listed = serde_json::to_string(&keys).unwrap();
+    assert!(!listed.contains(agent_key["secret"].as_str().unwrap()), "listing never shows a key");
+
+    let id = user_key["key"]["id"].as_str().unwrap();
+    let revoked = ok_json(d, &["key", "revoke", "--tenant", "acme", id]);
+    assert!(revoked["revoked_at"].is_string());
+
+    let text = run(d, &["key", "list", "--tenant", "acme"]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("revoked") && text.contains("active"), "{text}");
+}
+
+#[test]
+fn cli_mistakes_get_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok_json(d, &["tenant", "create", "acme"]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["tenant", "create", "acme"], "already exists"),
+        (&["tenant", "create", "Bad_Slug"], "not a valid tenant slug"),
+        (&["user", "create", "--tenant", "nope", "--email", "a@b.test", "--role", "admin"], "tenant `nope` not found"),
+        (&["user", "create", "--tenant", "acme", "--email", "not-an-email", "--role", "admin"], "not a valid e-mail"),
+        (&["user", "create", "--tenant", "acme", "--email", "a@b.test", "--role", "root"], "`root` is not a role"),
+        (&["key", "create", "--tenant", "acme", "--agent", "ghost"], "agent `ghost` not found"),
+        (&["key", "create", "--tenant", "acme", "--agent", "x", "--expires-in", "soon"], "not a duration"),
+        (&["key", "revoke", "--tenant", "acme", "key_123"], "not a valid API key id"),
+    ];
+    for (args, expected) in cases {
+        let output = run(d, args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr(&output).contains(expected), "{args:?}: {}", stderr(&output));
+    }
+    assert_eq!(ok_json(d, &["tenant", "list"]).as_array().unwrap().len(), 1);
+    assert!(ok_json(d, &["user", "list", "--tenant", "acme"]).as_array().unwrap().is_empty());
+    assert!(ok_json(d, &["key", "list", "--tenant", "acme"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn an_operator_key_from_the_cli_manages_tenants_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let operator = ok_json(dir.path(), &["key", "create", "--operator", "ops"]);
+    let key = operator["secret"].as_str().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let created = client
+        .post(format!("{}/admin/v1/tenants", server.base))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"slug": "globex"}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let listed: Value =
+        client.get(format!("{}/admin/v1/tenants", server.base)).bearer_auth(key).send().unwrap().json().unwrap();
+    let slugs: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
+    assert_eq!(slugs, ["default", "globex"]);
+    let (status, body) = whoami(&server.base, key);
+    assert_eq!((status, body["kind"].as_str()), (200, Some("operator")));
+    assert!(body["tenant"].is_null());
+}
+
+#[test]
+fn production_refuses_to_start_misconfigured_and_names_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = airlock(dir.path())
+        .args(["serve", "--mode", "production", "--public-url", "http://airlock.example.com"])
+        .env("AIRLOCK_SECRETS__SERVER_KEY", "changeme")
+        .env("AIRLOCK_DEBUG__VERBOSE_ERRORS", "true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    for expected in ["public_url", "plain http", "secrets.server_key", "key_provider", "debug.verbose_errors"] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    assert!(!dir.path().join("control.sqlite").exists(), "nothing was created");
+}
+
+#[test]
+fn production_starts_when_configured_properly() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("server-secret");
+    std::fs::write(&key_file, "Zx8mQ2rT7vL9pW4kN6cB1hJ5dF3gS0aEyU\n").unwrap();
+    let config = dir.path().join("airlock.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "mode = \"production\"\npublic_url = \"https://airlock.example.com\"\n\
+             [server]\nlisten = \"127.0.0.1:{port}\"\n[key_provider]\nkind = \"file\"\npath = \"{}\"\n",
+            dir.path().join("kek.key").display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut child = airlock(&data)
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("AIRLOCK_SECRETS__SERVER_KEY_FILE", &key_file)
+        .env("AIRLOCK_LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let response = wait_until_up(&base, "/readyz");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers().get("strict-transport-security").is_some(),
+        "HSTS is sent when the public URL is https"
+    );
+    assert!(!data.join("server.key").exists(), "production never generates its own server key");
+    terminate(&child);
+    assert!(wait(&mut child).success());
+}
+
+#[test]
+fn the_openapi_command_prints_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(dir.path(), &["openapi"]);
+    assert!(output.status.success());
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(doc["paths"]["/v1/whoami"]["get"].is_object());
+}
