@@ -79,8 +79,7 @@ impl KeyedHasher {
 /// HMAC-SHA256 under `key` over the concatenation of `parts`.
 #[must_use]
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Digest {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac_key());
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac_key());
     for part in parts {
         mac.update(part);
     }

@@ -38,7 +38,10 @@ impl Application {
         let store = Store::open(
             StoreOptions {
                 data_dir: config.data_dir.clone(),
-                sessions: SessionPolicy { lifetime: config.session_lifetime, idle_timeout: config.session_idle },
+                sessions: SessionPolicy {
+                    lifetime: config.session_lifetime,
+                    idle_timeout: config.session_idle,
+                },
                 log_statements: config.log_sql,
             },
             KeyedHasher::new(key),
@@ -76,8 +79,9 @@ impl Application {
             tracing::info!("shutting down: no new connections; draining in-flight requests");
             let _ = signalled_tx.send(());
         };
-        let serve = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(signal);
+        let serve =
+            axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(signal);
         let deadline = async move {
             if signalled_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -167,7 +171,10 @@ async fn request_context(State(state): State<AppState>, mut request: Request, ne
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let metrics = state.metrics();
-    metrics.http_requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status })
+        .inc();
     metrics.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
     span.in_scope(|| tracing::info!(status, latency_ms = duration_ms(elapsed), "request finished"));
     response

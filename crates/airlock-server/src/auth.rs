@@ -167,7 +167,9 @@ impl Caller {
     /// The caller's tenant scope. Operators have none: they manage tenants, nothing inside.
     pub fn scope(&self) -> Result<TenantScope, ApiError> {
         self.0.tenant_scope().ok_or_else(|| {
-            ApiError::forbidden("platform operators manage tenants, not what is inside them; use a tenant's key")
+            ApiError::forbidden(
+                "platform operators manage tenants, not what is inside them; use a tenant's key",
+            )
         })
     }
 

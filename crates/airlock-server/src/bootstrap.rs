@@ -16,7 +16,10 @@ pub struct FirstStart {
 
 impl std::fmt::Debug for FirstStart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FirstStart").field("tenant", &self.tenant).field("admin_email", &self.admin_email).finish_non_exhaustive()
+        f.debug_struct("FirstStart")
+            .field("tenant", &self.tenant)
+            .field("admin_email", &self.admin_email)
+            .finish_non_exhaustive()
     }
 }
 

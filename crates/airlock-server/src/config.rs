@@ -243,8 +243,8 @@ pub fn load_from(
     if let Some(file) = file {
         let text = std::fs::read_to_string(file)
             .map_err(|e| ConfigError::Load(format!("cannot read `{}`: {e}", file.display())))?;
-        let table: Table = toml::from_str(&text)
-            .map_err(|e| ConfigError::Load(format!("`{}`: {e}", file.display())))?;
+        let table: Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Load(format!("`{}`: {e}", file.display())))?;
         check_layer(&table, &format!("`{}`", file.display()))?;
         merge(&mut merged, table);
     }
@@ -332,7 +332,10 @@ fn is_loopback_host(host: &str) -> bool {
 /// Whether a secret is a well-known value or too uniform to be random.
 fn weak_secret(secret: &str) -> Option<&'static str> {
     let lowered = secret.to_ascii_lowercase();
-    if KNOWN_DEFAULT_SECRETS.iter().any(|known| lowered == *known || lowered.trim_matches(|c: char| !c.is_alphanumeric()) == *known) {
+    if KNOWN_DEFAULT_SECRETS
+        .iter()
+        .any(|known| lowered == *known || lowered.trim_matches(|c: char| !c.is_alphanumeric()) == *known)
+    {
         return Some("is a well-known default");
     }
     let distinct: std::collections::BTreeSet<u8> = secret.bytes().collect();
@@ -355,7 +358,9 @@ impl RawConfig {
         let listen = match listen_text.parse::<SocketAddr>() {
             Ok(addr) => addr,
             Err(_) => {
-                problems.push(format!("server.listen: `{listen_text}` is not an address and port such as `127.0.0.1:8080`"));
+                problems.push(format!(
+                    "server.listen: `{listen_text}` is not an address and port such as `127.0.0.1:8080`"
+                ));
                 SocketAddr::from(([127, 0, 0, 1], 8080))
             }
         };
@@ -364,7 +369,9 @@ impl RawConfig {
             (Some(url), _) => url.trim_end_matches('/').to_owned(),
             (None, false) => format!("http://{listen}"),
             (None, true) => {
-                problems.push("public_url: required in production (the HTTPS URL clients reach Airlock at)".to_owned());
+                problems.push(
+                    "public_url: required in production (the HTTPS URL clients reach Airlock at)".to_owned(),
+                );
                 String::new()
             }
         };
@@ -392,7 +399,9 @@ impl RawConfig {
                         key.len()
                     ));
                 } else if let Some(why) = weak_secret(&key) {
-                    problems.push(format!("secrets.server_key: {why}; generate one with `openssl rand -base64 48`"));
+                    problems.push(format!(
+                        "secrets.server_key: {why}; generate one with `openssl rand -base64 48`"
+                    ));
                 }
                 Some(SecretString::from(key))
             }
@@ -411,16 +420,21 @@ impl RawConfig {
                 path: self.key_provider.path.clone().unwrap_or_else(|| data_dir.join("keys").join("kek.key")),
             },
             (Some(other), _) => {
-                problems.push(format!("key_provider.kind: `{other}` is not a key provider (expected `file`)"));
+                problems
+                    .push(format!("key_provider.kind: `{other}` is not a key provider (expected `file`)"));
                 KeyProvider::File { path: data_dir.join("keys").join("kek.key") }
             }
             (None, false) => KeyProvider::File { path: data_dir.join("keys").join("kek.key") },
             (None, true) => {
-                problems.push("key_provider: required in production (for example `kind = \"file\"` with `path`)".to_owned());
+                problems.push(
+                    "key_provider: required in production (for example `kind = \"file\"` with `path`)"
+                        .to_owned(),
+                );
                 KeyProvider::File { path: PathBuf::new() }
             }
         };
-        if production && self.key_provider.kind.as_deref() == Some("file") && self.key_provider.path.is_none() {
+        if production && self.key_provider.kind.as_deref() == Some("file") && self.key_provider.path.is_none()
+        {
             problems.push("key_provider.path: required in production for the `file` provider".to_owned());
         }
 
@@ -428,7 +442,8 @@ impl RawConfig {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                problems.push(format!("log.format: `{other}` is not a log format (expected `json` or `text`)"));
+                problems
+                    .push(format!("log.format: `{other}` is not a log format (expected `json` or `text`)"));
                 LogFormat::Json
             }
         };
@@ -441,10 +456,13 @@ impl RawConfig {
         let log_sql = self.debug.log_sql.unwrap_or(false);
         if production {
             if verbose_errors {
-                problems.push("debug.verbose_errors: a debug option; production refuses to start with it on".to_owned());
+                problems.push(
+                    "debug.verbose_errors: a debug option; production refuses to start with it on".to_owned(),
+                );
             }
             if log_sql {
-                problems.push("debug.log_sql: a debug option; production refuses to start with it on".to_owned());
+                problems
+                    .push("debug.log_sql: a debug option; production refuses to start with it on".to_owned());
             }
         }
 
@@ -458,15 +476,44 @@ impl RawConfig {
                 None => default,
             }
         };
-        let request_timeout = positive(&mut problems, "server.request_timeout_secs", self.server.request_timeout_secs, 30);
-        let body_limit = positive(&mut problems, "server.body_limit_bytes", self.server.body_limit_bytes.map(|v| v as u64), 1024 * 1024);
-        let shutdown_grace = positive(&mut problems, "server.shutdown_grace_secs", self.server.shutdown_grace_secs, 10);
-        let session_lifetime = positive(&mut problems, "auth.session_lifetime_secs", self.auth.session_lifetime_secs, 12 * 3600);
-        let session_idle = positive(&mut problems, "auth.session_idle_secs", self.auth.session_idle_secs, 30 * 60);
-        let failed_auth = positive(&mut problems, "auth.failed_auth_per_minute", self.auth.failed_auth_per_minute.map(u64::from), 30);
-        let login_attempts = positive(&mut problems, "auth.login_attempts_per_minute", self.auth.login_attempts_per_minute.map(u64::from), 10);
-        let rps = positive(&mut problems, "auth.requests_per_second", self.auth.requests_per_second.map(u64::from), 200);
-        let capacity = positive(&mut problems, "auth.limiter_capacity", self.auth.limiter_capacity.map(|v| v as u64), 100_000);
+        let request_timeout =
+            positive(&mut problems, "server.request_timeout_secs", self.server.request_timeout_secs, 30);
+        let body_limit = positive(
+            &mut problems,
+            "server.body_limit_bytes",
+            self.server.body_limit_bytes.map(|v| v as u64),
+            1024 * 1024,
+        );
+        let shutdown_grace =
+            positive(&mut problems, "server.shutdown_grace_secs", self.server.shutdown_grace_secs, 10);
+        let session_lifetime =
+            positive(&mut problems, "auth.session_lifetime_secs", self.auth.session_lifetime_secs, 12 * 3600);
+        let session_idle =
+            positive(&mut problems, "auth.session_idle_secs", self.auth.session_idle_secs, 30 * 60);
+        let failed_auth = positive(
+            &mut problems,
+            "auth.failed_auth_per_minute",
+            self.auth.failed_auth_per_minute.map(u64::from),
+            30,
+        );
+        let login_attempts = positive(
+            &mut problems,
+            "auth.login_attempts_per_minute",
+            self.auth.login_attempts_per_minute.map(u64::from),
+            10,
+        );
+        let rps = positive(
+            &mut problems,
+            "auth.requests_per_second",
+            self.auth.requests_per_second.map(u64::from),
+            200,
+        );
+        let capacity = positive(
+            &mut problems,
+            "auth.limiter_capacity",
+            self.auth.limiter_capacity.map(|v| v as u64),
+            100_000,
+        );
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));

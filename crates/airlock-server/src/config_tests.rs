@@ -44,7 +44,7 @@ fn the_zero_configuration_start_is_valid_dev_mode() {
 
 #[test]
 fn the_test_default_is_valid() {
-    let dir = std::path::Path::new("/tmp/x");
+    let dir = Path::new("/tmp/x");
     assert_eq!(Config::for_data_dir(dir).data_dir, dir);
 }
 
@@ -59,12 +59,21 @@ fn a_complete_production_configuration_is_accepted() {
 fn environment_variables_override_the_file_and_flags_override_both() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("airlock.toml");
-    std::fs::write(&file, "data_dir = \"/from/file\"\n[server]\nlisten = \"127.0.0.1:1111\"\nrequest_timeout_secs = 5\n").unwrap();
+    std::fs::write(
+        &file,
+        "data_dir = \"/from/file\"\n[server]\nlisten = \"127.0.0.1:1111\"\nrequest_timeout_secs = 5\n",
+    )
+    .unwrap();
     let flags = RawConfig {
         server: RawServer { listen: Some("127.0.0.1:3333".into()), ..RawServer::default() },
         ..RawConfig::default()
     };
-    let raw = load_from(Some(&file), env(&[("AIRLOCK_SERVER__LISTEN", "127.0.0.1:2222"), ("AIRLOCK_DATA_DIR", "/from/env")]), &flags).unwrap();
+    let raw = load_from(
+        Some(&file),
+        env(&[("AIRLOCK_SERVER__LISTEN", "127.0.0.1:2222"), ("AIRLOCK_DATA_DIR", "/from/env")]),
+        &flags,
+    )
+    .unwrap();
     let config = raw.validate().unwrap();
     assert_eq!(config.listen.port(), 3333);
     assert_eq!(config.data_dir, PathBuf::from("/from/env"));
@@ -77,7 +86,8 @@ fn secrets_can_come_from_files() {
     let secret = dir.path().join("server.key");
     std::fs::write(&secret, format!("{GOOD_KEY}\n")).unwrap();
     let path = secret.to_str().unwrap().to_owned();
-    let raw = load_from(None, env(&[("AIRLOCK_SECRETS__SERVER_KEY_FILE", &path)]), &RawConfig::default()).unwrap();
+    let raw =
+        load_from(None, env(&[("AIRLOCK_SECRETS__SERVER_KEY_FILE", &path)]), &RawConfig::default()).unwrap();
     assert_eq!(raw.secrets.server_key.as_deref(), Some(GOOD_KEY));
 }
 
@@ -122,8 +132,14 @@ fn production_refuses_a_missing_secret_url_and_key_provider_and_names_each() {
 
 #[test]
 fn production_refuses_short_and_default_secrets() {
-    for bad in ["short", "changeme", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "replace-me-with-at-least-32-random-bytes"] {
-        let problems = problems(load_env(&production_env(&[("AIRLOCK_SECRETS__SERVER_KEY", bad)])).unwrap().validate());
+    for bad in [
+        "short",
+        "changeme",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "replace-me-with-at-least-32-random-bytes",
+    ] {
+        let problems =
+            problems(load_env(&production_env(&[("AIRLOCK_SECRETS__SERVER_KEY", bad)])).unwrap().validate());
         assert!(problems.iter().all(|p| p.starts_with("secrets.server_key")), "{bad}: {problems:#?}");
         assert_eq!(problems.len(), 1, "{bad}");
     }
@@ -131,7 +147,11 @@ fn production_refuses_short_and_default_secrets() {
 
 #[test]
 fn production_refuses_plain_http_except_on_loopback() {
-    let problems = problems(load_env(&production_env(&[("AIRLOCK_PUBLIC_URL", "http://airlock.example.com")])).unwrap().validate());
+    let problems = problems(
+        load_env(&production_env(&[("AIRLOCK_PUBLIC_URL", "http://airlock.example.com")]))
+            .unwrap()
+            .validate(),
+    );
     assert!(problems[0].contains("plain http"), "{problems:#?}");
     for loopback in ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"] {
         let raw = load_env(&production_env(&[("AIRLOCK_PUBLIC_URL", loopback)])).unwrap();
@@ -142,9 +162,12 @@ fn production_refuses_plain_http_except_on_loopback() {
 #[test]
 fn production_refuses_debug_options() {
     let problems = problems(
-        load_env(&production_env(&[("AIRLOCK_DEBUG__VERBOSE_ERRORS", "true"), ("AIRLOCK_DEBUG__LOG_SQL", "true")]))
-            .unwrap()
-            .validate(),
+        load_env(&production_env(&[
+            ("AIRLOCK_DEBUG__VERBOSE_ERRORS", "true"),
+            ("AIRLOCK_DEBUG__LOG_SQL", "true"),
+        ]))
+        .unwrap()
+        .validate(),
     );
     assert_eq!(problems.len(), 2, "{problems:#?}");
 }
@@ -169,6 +192,10 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn dev_mode_accepts_what_production_refuses() {
-    let raw = load_env(&[("AIRLOCK_PUBLIC_URL", "http://airlock.internal"), ("AIRLOCK_DEBUG__VERBOSE_ERRORS", "true")]).unwrap();
+    let raw = load_env(&[
+        ("AIRLOCK_PUBLIC_URL", "http://airlock.internal"),
+        ("AIRLOCK_DEBUG__VERBOSE_ERRORS", "true"),
+    ])
+    .unwrap();
     assert!(raw.validate().is_ok());
 }

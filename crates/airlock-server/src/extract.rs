@@ -36,11 +36,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(e) if is_length_limit(&e) => ApiError::new(
-                ProblemType::PayloadTooLarge,
-                "the request body exceeds the configured limit",
-            ),
-            other => ApiError::new(ProblemType::InvalidBody, format!("cannot read the request body: {other}")),
+            BytesRejection::FailedToBufferBody(e) if is_length_limit(&e) => {
+                ApiError::new(ProblemType::PayloadTooLarge, "the request body exceeds the configured limit")
+            }
+            other => {
+                ApiError::new(ProblemType::InvalidBody, format!("cannot read the request body: {other}"))
+            }
         })?;
         serde_json::from_slice(&bytes).map(Json).map_err(|e| {
             use serde_json::error::Category;

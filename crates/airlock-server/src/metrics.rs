@@ -60,7 +60,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("airlock");
         let http_requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", http_requests.clone());
-        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let http_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "http_request_duration",
             "Time to answer an HTTP request",

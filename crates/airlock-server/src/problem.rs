@@ -196,7 +196,10 @@ impl ApiError {
     /// nothing about it.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %error_chain(cause), "request failed");
-        Self::new(ProblemType::Internal, "Airlock failed to handle the request; the log has the details under this request id")
+        Self::new(
+            ProblemType::Internal,
+            "Airlock failed to handle the request; the log has the details under this request id",
+        )
     }
 }
 
@@ -267,7 +270,11 @@ pub async fn normalise(request_id: Option<String>, response: Response) -> Respon
     }
     let (mut parts, body) = response.into_parts();
     let mut problem: Problem = if parts.extensions.get::<ProblemMarker>().is_some() {
-        match axum::body::to_bytes(body, MAX_PROBLEM_BODY).await.ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        match axum::body::to_bytes(body, MAX_PROBLEM_BODY)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
             Some(problem) => problem,
             None => bare(status),
         }

@@ -38,7 +38,11 @@ impl Limits {
     fn new(config: &Config) -> Self {
         let minute = Duration::from_secs(60);
         Self {
-            failed_auth_by_address: Limiter::new(config.failed_auth_per_minute, minute, config.limiter_capacity),
+            failed_auth_by_address: Limiter::new(
+                config.failed_auth_per_minute,
+                minute,
+                config.limiter_capacity,
+            ),
             login_by_account: Limiter::new(config.login_attempts_per_minute, minute, config.limiter_capacity),
             requests_by_principal: Limiter::new(
                 config.requests_per_second,

@@ -5,12 +5,10 @@
 //! Argon2id hashes. Every lookup that a guessed credential can reach runs in time that does
 //! not depend on whether the credential exists.
 
-use airlock_crypto::{
-    Digest, PasswordHash, SecretToken, TokenKind, hash_password, verify_password,
-};
+use airlock_crypto::{Digest, PasswordHash, SecretToken, TokenKind, hash_password, verify_password};
 use airlock_types::{
-    AgentId, AgentName, ApiKeyId, Email, OperatorId, Role, RoleSet, SessionId, TenantId,
-    TenantSlug, Timestamp, UserId,
+    AgentId, AgentName, ApiKeyId, Email, OperatorId, Role, RoleSet, SessionId, TenantId, TenantSlug,
+    Timestamp, UserId,
 };
 use secrecy::SecretString;
 use serde::Serialize;
@@ -193,8 +191,7 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
     })
 }
 
-const KEY_COLUMNS: &str =
-    "id, owner_kind, owner_id, name, created_at, expires_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str = "id, owner_kind, owner_id, name, created_at, expires_at, revoked_at, last_used_at";
 
 /// Longest label accepted for names and descriptions.
 const MAX_LABEL: usize = 200;
@@ -254,15 +251,12 @@ impl Store {
     }
 
     /// A live tenant by slug, as a scope an operator may act in. Operators only.
-    pub async fn operator_scope(
-        &self,
-        by: &Principal,
-        slug: &TenantSlug,
-    ) -> Result<TenantScope, StoreError> {
+    pub async fn operator_scope(&self, by: &Principal, slug: &TenantSlug) -> Result<TenantScope, StoreError> {
         require_operator(by)?;
-        let tenant = self.tenant_by_slug(slug).await?.ok_or_else(|| StoreError::NotFound {
-            what: format!("tenant `{slug}`"),
-        })?;
+        let tenant = self
+            .tenant_by_slug(slug)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: format!("tenant `{slug}`") })?;
         Ok(TenantScope::for_operator(tenant.id, tenant.slug))
     }
 
@@ -341,9 +335,7 @@ impl Store {
         }
         // Hash before opening the transaction: Argon2 is deliberately slow.
         let password_hash = match &new.password {
-            Some(password) => Some(
-                hash_password(password).map_err(|e| StoreError::Invalid(e.to_string()))?,
-            ),
+            Some(password) => Some(hash_password(password).map_err(|e| StoreError::Invalid(e.to_string()))?),
             None => None,
         };
         let user = User {
@@ -367,9 +359,7 @@ impl Store {
         .bind(user.created_at.as_millis())
         .execute(&mut *tx)
         .await
-        .map_err(|e| {
-            StoreError::conflict_on_unique(e, || format!("a user with e-mail `{}`", user.email))
-        })?;
+        .map_err(|e| StoreError::conflict_on_unique(e, || format!("a user with e-mail `{}`", user.email)))?;
         for role in user.roles.iter() {
             sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
                 .bind(user.id.as_str())
@@ -443,10 +433,7 @@ impl Store {
         if found.is_none() {
             return Err(StoreError::NotFound { what: format!("user `{id}`") });
         }
-        sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
         for role in roles.iter() {
             sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
                 .bind(id.as_str())
@@ -463,9 +450,7 @@ impl Store {
             .bind(user.as_str())
             .fetch_all(self.control().pool())
             .await?;
-        rows.iter()
-            .map(|r| Role::parse(r).map_err(|e| StoreError::corrupt("user_roles", e)))
-            .collect()
+        rows.iter().map(|r| Role::parse(r).map_err(|e| StoreError::corrupt("user_roles", e))).collect()
     }
 
     async fn user_from_row(&self, row: &AnyRow) -> Result<User, StoreError> {
@@ -633,10 +618,7 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id"
         ));
-        let rows = sqlx::query(sql)
-            .bind(scope.tenant_id().as_str())
-            .fetch_all(self.control().pool())
-            .await?;
+        let rows = sqlx::query(sql).bind(scope.tenant_id().as_str()).fetch_all(self.control().pool()).await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -730,13 +712,14 @@ impl Store {
         match (owner_kind.as_str(), tenant) {
             ("user", Some(tenant)) => {
                 let id = UserId::parse(&owner_id).map_err(|e| internal_auth(&e))?;
-                let row = sqlx::query("SELECT email, disabled_at FROM users WHERE id = $1 AND tenant_id = $2")
-                    .bind(id.as_str())
-                    .bind(tenant.0.as_str())
-                    .fetch_optional(self.control().pool())
-                    .await
-                    .map_err(|e| internal_auth(&e))?
-                    .ok_or(AuthError::OwnerDisabled)?;
+                let row =
+                    sqlx::query("SELECT email, disabled_at FROM users WHERE id = $1 AND tenant_id = $2")
+                        .bind(id.as_str())
+                        .bind(tenant.0.as_str())
+                        .fetch_optional(self.control().pool())
+                        .await
+                        .map_err(|e| internal_auth(&e))?
+                        .ok_or(AuthError::OwnerDisabled)?;
                 if row.try_get::<Option<i64>, _>("disabled_at").map_err(|e| internal_auth(&e))?.is_some() {
                     return Err(AuthError::OwnerDisabled);
                 }
@@ -757,7 +740,12 @@ impl Store {
                 .map_err(|e| internal_auth(&e))?;
                 let name = AgentName::parse(&name.ok_or(AuthError::OwnerDisabled)?)
                     .map_err(|e| internal_auth(&e))?;
-                Ok(Principal::new(PrincipalKind::Agent { id, name }, Some(tenant), RoleSet::new(), credential))
+                Ok(Principal::new(
+                    PrincipalKind::Agent { id, name },
+                    Some(tenant),
+                    RoleSet::new(),
+                    credential,
+                ))
             }
             ("operator", None) => {
                 let id = OperatorId::parse(&owner_id).map_err(|e| internal_auth(&e))?;
@@ -767,7 +755,12 @@ impl Store {
                     .await
                     .map_err(|e| internal_auth(&e))?;
                 let name = name.ok_or(AuthError::OwnerDisabled)?;
-                Ok(Principal::new(PrincipalKind::Operator { id: Some(id), name }, None, RoleSet::new(), credential))
+                Ok(Principal::new(
+                    PrincipalKind::Operator { id: Some(id), name },
+                    None,
+                    RoleSet::new(),
+                    credential,
+                ))
             }
             _ => Err(AuthError::OwnerDisabled),
         }
@@ -869,9 +862,8 @@ impl Store {
             return Err(AuthError::Revoked);
         }
         let expired = get("expires_at")?.is_none_or(|at| Timestamp::from_millis(at) <= now)
-            || get("last_seen_at")?.is_none_or(|at| {
-                Timestamp::from_millis(at).plus(self.inner.sessions.idle_timeout) <= now
-            });
+            || get("last_seen_at")?
+                .is_none_or(|at| Timestamp::from_millis(at).plus(self.inner.sessions.idle_timeout) <= now);
         if expired {
             return Err(AuthError::Expired);
         }

@@ -24,9 +24,7 @@ use airlock_crypto::KeyedHasher;
 
 pub use db::{Backend, Database};
 pub use error::{AuthError, StoreError};
-pub use identity::{
-    Agent, ApiKey, CreatedApiKey, CreatedSession, KeyOwner, NewUser, Session, Tenant, User,
-};
+pub use identity::{Agent, ApiKey, CreatedApiKey, CreatedSession, KeyOwner, NewUser, Session, Tenant, User};
 pub use principal::{Credential, Principal, PrincipalKind, TenantScope};
 pub use tenant::TenantDb;
 
@@ -70,10 +68,8 @@ impl Store {
     /// key must be used on every start, or every issued credential stops working.
     pub async fn open(options: StoreOptions, hasher: KeyedHasher) -> Result<Self, StoreError> {
         let dir = &options.data_dir;
-        std::fs::create_dir_all(dir.join("tenants")).map_err(|source| StoreError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir.join("tenants"))
+            .map_err(|source| StoreError::DataDir { path: dir.clone(), source })?;
         let control = Database::open_sqlite(&dir.join("control.sqlite"), options.log_statements, 8).await?;
         control.migrate(migrations::Set::Control).await?;
         Ok(Self {

@@ -5,7 +5,9 @@
 //! produced only from a principal, so every tenant-scoped query is tied to an authenticated
 //! identity by construction.
 
-use airlock_types::{AgentId, AgentName, ApiKeyId, Email, OperatorId, Role, RoleSet, SessionId, TenantId, TenantSlug, UserId};
+use airlock_types::{
+    AgentId, AgentName, ApiKeyId, Email, OperatorId, Role, RoleSet, SessionId, TenantId, TenantSlug, UserId,
+};
 
 /// What kind of identity a principal is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,7 +42,12 @@ fn roles(list: &[Role]) -> RoleSet {
     list.iter().copied().collect()
 }
 
-async fn user(store: &Store, scope: &TenantScope, email: &str, password: Option<&str>) -> airlock_store::User {
+async fn user(
+    store: &Store,
+    scope: &TenantScope,
+    email: &str,
+    password: Option<&str>,
+) -> airlock_store::User {
     store
         .create_user(
             scope,
@@ -188,7 +193,10 @@ async fn api_keys_are_stored_only_as_keyed_hashes() {
     let other = Store::open(
         StoreOptions {
             data_dir: dir.path().to_path_buf(),
-            sessions: SessionPolicy { lifetime: Duration::from_secs(60), idle_timeout: Duration::from_secs(60) },
+            sessions: SessionPolicy {
+                lifetime: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(60),
+            },
             log_statements: false,
         },
         KeyedHasher::new(b"a different server key of enough length!".to_vec().into()),
@@ -229,7 +237,14 @@ async fn tampered_revoked_and_expired_keys_are_refused() {
 
     let past = Timestamp::now();
     assert!(matches!(
-        store.create_api_key(&scope, KeyOwner::User(user(&store, &scope, "u@acme.test", None).await.id), "p", Some(past)).await,
+        store
+            .create_api_key(
+                &scope,
+                KeyOwner::User(user(&store, &scope, "u@acme.test", None).await.id),
+                "p",
+                Some(past)
+            )
+            .await,
         Err(StoreError::Invalid(_))
     ));
 }
@@ -305,7 +320,10 @@ async fn role_changes_take_effect_on_the_next_request() {
     store.set_user_roles(&scope, &u.id, &roles(&[Role::Approver])).await.unwrap();
     let p = store.authenticate_api_key(key.secret.expose()).await.unwrap();
     assert!(p.has_role(Role::Approver) && !p.has_role(Role::Member));
-    assert!(matches!(store.set_user_roles(&scope, &u.id, &RoleSet::new()).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.set_user_roles(&scope, &u.id, &RoleSet::new()).await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 #[tokio::test]
@@ -336,14 +354,24 @@ async fn operator_keys_are_created_only_locally_and_belong_to_no_tenant() {
     assert!(operator.is_operator());
     assert!(operator.tenant_scope().is_none());
     // An operator authenticated by key cannot mint further operators.
-    assert!(matches!(store.create_operator_key(&operator, "ops2", None).await, Err(StoreError::Forbidden(_))));
+    assert!(matches!(
+        store.create_operator_key(&operator, "ops2", None).await,
+        Err(StoreError::Forbidden(_))
+    ));
     // A tenant scope cannot issue an operator key.
     let scope = tenant(&store, "acme").await;
     assert!(matches!(
-        store.create_api_key(&scope, KeyOwner::Operator(match operator.kind() {
-            airlock_store::PrincipalKind::Operator { id: Some(id), .. } => id.clone(),
-            _ => unreachable!(),
-        }), "x", None).await,
+        store
+            .create_api_key(
+                &scope,
+                KeyOwner::Operator(match operator.kind() {
+                    airlock_store::PrincipalKind::Operator { id: Some(id), .. } => id.clone(),
+                    _ => unreachable!(),
+                }),
+                "x",
+                None
+            )
+            .await,
         Err(StoreError::Forbidden(_))
     ));
 }

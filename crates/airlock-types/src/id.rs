@@ -22,12 +22,9 @@ pub enum IdError {
 const HEX_LEN: usize = 32;
 
 fn parse_prefixed(value: &str, prefix: &'static str, kind: &'static str) -> Result<String, IdError> {
-    let well_formed = value
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('_'))
-        .is_some_and(|hex| {
-            hex.len() == HEX_LEN && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        });
+    let well_formed = value.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('_')).is_some_and(|hex| {
+        hex.len() == HEX_LEN && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if well_formed {
         Ok(value.to_owned())
     } else {
@@ -121,8 +118,7 @@ mod tests {
 
     #[test]
     fn deserialising_validates() {
-        let ok: Result<TenantId, _> =
-            serde_json::from_str("\"ten_0192f3a4b5c6d7e8f90a1b2c3d4e5f60\"");
+        let ok: Result<TenantId, _> = serde_json::from_str("\"ten_0192f3a4b5c6d7e8f90a1b2c3d4e5f60\"");
         assert!(ok.is_ok());
         let bad: Result<TenantId, _> = serde_json::from_str("\"ten_nope\"");
         assert!(bad.is_err());

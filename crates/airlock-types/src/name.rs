@@ -4,7 +4,9 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// The tenant slug is not 2 to 63 lowercase letters, digits or hyphens.
-    #[error("`{0}` is not a valid tenant slug: use 2 to 63 lowercase letters, digits and hyphens, starting with a letter or digit")]
+    #[error(
+        "`{0}` is not a valid tenant slug: use 2 to 63 lowercase letters, digits and hyphens, starting with a letter or digit"
+    )]
     Slug(String),
     /// The agent name is not 1 to 64 letters, digits, `-`, `_` or `.`.
     #[error("`{0}` is not a valid agent name: use 1 to 64 letters, digits, `-`, `_` or `.`")]
@@ -97,7 +99,17 @@ mod tests {
     fn emails_are_lowercased_and_checked() {
         assert_eq!(Email::parse(" Ada@Example.COM ").map(|e| e.0), Ok("ada@example.com".into()));
         assert!(Email::parse("admin@localhost").is_ok());
-        for bad in ["", "ada", "@example.com", "ada@", "ada@@example.com", "a da@example.com", "ada@example", "ada@.com", "ada@x..com"] {
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@@example.com",
+            "a da@example.com",
+            "ada@example",
+            "ada@.com",
+            "ada@x..com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

@@ -14,7 +14,11 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
-#[command(name = "airlock", version, about = "The control plane that lets AI agents do real work without real power")]
+#[command(
+    name = "airlock",
+    version,
+    about = "The control plane that lets AI agents do real work without real power"
+)]
 struct Cli {
     /// TOML configuration file.
     #[arg(long, short = 'c', env = "AIRLOCK_CONFIG", global = true)]
@@ -290,7 +294,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Mode::Dev => "dev",
         Mode::Production => "production",
     };
-    println!("Airlock {} listening on http://{addr} ({mode} mode, data in {})", env!("CARGO_PKG_VERSION"), data_dir.display());
+    println!(
+        "Airlock {} listening on http://{addr} ({mode} mode, data in {})",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display()
+    );
     if let Some(first) = &first {
         println!();
         println!("First start: created tenant `{}` and its administrator.", first.tenant);
@@ -408,7 +416,9 @@ async fn user(store: &Store, command: &UserCommand) -> anyhow::Result<()> {
 async fn agent(store: &Store, command: &AgentCommand) -> anyhow::Result<()> {
     match command {
         AgentCommand::Create { tenant, name, description, output } => {
-            let agent = store.create_agent(&scope(store, tenant).await?, &AgentName::parse(name)?, description).await?;
+            let agent = store
+                .create_agent(&scope(store, tenant).await?, &AgentName::parse(name)?, description)
+                .await?;
             if output.json {
                 return print_json(&agent);
             }
@@ -461,7 +471,9 @@ async fn key(store: &Store, command: &KeyCommand) -> anyhow::Result<()> {
                     let label = name.clone().unwrap_or_else(|| format!("{} key", found.email));
                     store.create_api_key(&scope, KeyOwner::User(found.id), &label, expires_at).await?
                 }
-                _ => bail!("name the key's owner: `--tenant T --agent NAME`, `--tenant T --user EMAIL`, or `--operator NAME`"),
+                _ => bail!(
+                    "name the key's owner: `--tenant T --agent NAME`, `--tenant T --user EMAIL`, or `--operator NAME`"
+                ),
             };
             if output.json {
                 return print_json(&CreatedKeyOutput { key: &created.key, secret: created.secret.expose() });
@@ -493,7 +505,14 @@ async fn key(store: &Store, command: &KeyCommand) -> anyhow::Result<()> {
                 } else {
                     "active"
                 };
-                println!("{:<38} {:<8} {:<26} {:<9} {}", k.id, owner, k.created_at.to_string(), state, k.name);
+                println!(
+                    "{:<38} {:<8} {:<26} {:<9} {}",
+                    k.id,
+                    owner,
+                    k.created_at.to_string(),
+                    state,
+                    k.name
+                );
             }
         }
         KeyCommand::Revoke { tenant, id, output } => {

@@ -7,7 +7,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as `30d`, `12h`, `15m` or `90s`"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as `30d`, `12h`, `15m` or `90s`"))?;
     let secs = match unit {
         "s" => Some(n),
         "m" => n.checked_mul(60),

@@ -5,7 +5,11 @@
 //! act as the platform operator. The configuration is read exactly as `serve` reads it, so
 //! both agree on where the data is and which server key protects it.
 
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line program talks on stdout and stderr")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program talks on stdout and stderr"
+)]
 
 mod cli;
 mod duration;

@@ -119,7 +119,8 @@ fn free_port() -> u16 {
 }
 
 fn whoami(base: &str, key: &str) -> (u16, Value) {
-    let response = reqwest::blocking::Client::new().get(format!("{base}/v1/whoami")).bearer_auth(key).send().unwrap();
+    let response =
+        reqwest::blocking::Client::new().get(format!("{base}/v1/whoami")).bearer_auth(key).send().unwrap();
     let status = response.status().as_u16();
     (status, response.json().unwrap())
 }
@@ -149,7 +150,10 @@ fn the_first_start_creates_a_tenant_and_admin_and_a_restart_reuses_them() {
     assert_eq!(login.status().as_u16(), 201);
 
     // The printed key command works against the live server's data directory.
-    let created = ok_json(dir.path(), &["key", "create", "--tenant", "default", "--agent", "my-agent", "--create-agent"]);
+    let created = ok_json(
+        dir.path(),
+        &["key", "create", "--tenant", "default", "--agent", "my-agent", "--create-agent"],
+    );
     let key = created["secret"].as_str().unwrap().to_owned();
     let (status, body) = whoami(&server.base, &key);
     assert_eq!(status, 200);
@@ -174,13 +178,38 @@ fn tenants_users_and_keys_are_administered_from_the_cli() {
     assert_eq!(tenant["slug"], "acme");
     assert_eq!(ok_json(d, &["tenant", "list"]).as_array().unwrap().len(), 1);
 
-    let user = ok_json(d, &["user", "create", "--tenant", "acme", "--email", "Ada@Acme.test", "--role", "admin", "--role", "approver"]);
+    let user = ok_json(
+        d,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "acme",
+            "--email",
+            "Ada@Acme.test",
+            "--role",
+            "admin",
+            "--role",
+            "approver",
+        ],
+    );
     assert_eq!(user["user"]["email"], "ada@acme.test");
     assert_eq!(user["user"]["roles"], serde_json::json!(["admin", "approver"]));
     assert!(user["password"].as_str().unwrap().len() >= 20, "a generated password is shown once");
 
     let mut child = airlock(d)
-        .args(["user", "create", "--tenant", "acme", "--email", "bob@acme.test", "--role", "viewer", "--password-stdin", "--json"])
+        .args([
+            "user",
+            "create",
+            "--tenant",
+            "acme",
+            "--email",
+            "bob@acme.test",
+            "--role",
+            "viewer",
+            "--password-stdin",
+            "--json",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -195,7 +224,8 @@ fn tenants_users_and_keys_are_administered_from_the_cli() {
     assert_eq!(users.as_array().unwrap().len(), 2);
 
     ok_json(d, &["agent", "create", "--tenant", "acme", "invoice-bot", "--description", "pays invoices"]);
-    let agent_key = ok_json(d, &["key", "create", "--tenant", "acme", "--agent", "invoice-bot", "--expires-in", "30d"]);
+    let agent_key =
+        ok_json(d, &["key", "create", "--tenant", "acme", "--agent", "invoice-bot", "--expires-in", "30d"]);
     let user_key = ok_json(d, &["key", "create", "--tenant", "acme", "--user", "ada@acme.test"]);
     assert!(agent_key["secret"].as_str().unwrap().starts_with("alk_key_"));
     assert!(agent_key["key"]["expires_at"].is_string());
@@ -222,9 +252,18 @@ fn cli_mistakes_get_clear_errors_and_change_nothing() {
     let cases: &[(&[&str], &str)] = &[
         (&["tenant", "create", "acme"], "already exists"),
         (&["tenant", "create", "Bad_Slug"], "not a valid tenant slug"),
-        (&["user", "create", "--tenant", "nope", "--email", "a@b.test", "--role", "admin"], "tenant `nope` not found"),
-        (&["user", "create", "--tenant", "acme", "--email", "not-an-email", "--role", "admin"], "not a valid e-mail"),
-        (&["user", "create", "--tenant", "acme", "--email", "a@b.test", "--role", "root"], "`root` is not a role"),
+        (
+            &["user", "create", "--tenant", "nope", "--email", "a@b.test", "--role", "admin"],
+            "tenant `nope` not found",
+        ),
+        (
+            &["user", "create", "--tenant", "acme", "--email", "not-an-email", "--role", "admin"],
+            "not a valid e-mail",
+        ),
+        (
+            &["user", "create", "--tenant", "acme", "--email", "a@b.test", "--role", "root"],
+            "`root` is not a role",
+        ),
         (&["key", "create", "--tenant", "acme", "--agent", "ghost"], "agent `ghost` not found"),
         (&["key", "create", "--tenant", "acme", "--agent", "x", "--expires-in", "soon"], "not a duration"),
         (&["key", "revoke", "--tenant", "acme", "key_123"], "not a valid API key id"),
@@ -253,8 +292,13 @@ fn an_operator_key_from_the_cli_manages_tenants_over_the_api() {
         .send()
         .unwrap();
     assert_eq!(created.status().as_u16(), 201);
-    let listed: Value =
-        client.get(format!("{}/admin/v1/tenants", server.base)).bearer_auth(key).send().unwrap().json().unwrap();
+    let listed: Value = client
+        .get(format!("{}/admin/v1/tenants", server.base))
+        .bearer_auth(key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let slugs: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
     assert_eq!(slugs, ["default", "globex"]);
     let (status, body) = whoami(&server.base, key);
@@ -273,7 +317,8 @@ fn production_refuses_to_start_misconfigured_and_names_each_problem() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    for expected in ["public_url", "plain http", "secrets.server_key", "key_provider", "debug.verbose_errors"] {
+    for expected in ["public_url", "plain http", "secrets.server_key", "key_provider", "debug.verbose_errors"]
+    {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
     assert!(!dir.path().join("control.sqlite").exists(), "nothing was created");
@@ -314,6 +359,57 @@ fn production_starts_when_configured_properly() {
     assert!(!data.join("server.key").exists(), "production never generates its own server key");
     terminate(&child);
     assert!(wait(&mut child).success());
+}
+
+#[test]
+fn logs_are_json_lines_with_request_context_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("airlock.log");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut child = airlock(&data)
+        .args(["serve", "--port", &port.to_string()])
+        .env("AIRLOCK_LOG__LEVEL", "debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_up(&base, "/healthz");
+    let created =
+        ok_json(&data, &["key", "create", "--tenant", "default", "--agent", "bot", "--create-agent"]);
+    let key = created["secret"].as_str().unwrap().to_owned();
+    let client = reqwest::blocking::Client::new();
+    assert_eq!(whoami(&base, &key).0, 200);
+    let mut wrong = key.clone();
+    wrong.pop();
+    wrong.push(if key.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(whoami(&base, &wrong).0, 401);
+    let password = "a password nobody should ever log";
+    let login = client
+        .post(format!("{base}/v1/sessions"))
+        .json(&serde_json::json!({"tenant": "default", "email": "admin@localhost", "password": password}))
+        .send()
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 401);
+    terminate(&child);
+    assert!(wait(&mut child).success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let secret_part = key.rsplit('_').next().unwrap();
+    for forbidden in [key.as_str(), wrong.as_str(), secret_part, password] {
+        assert!(!text.contains(forbidden), "a secret reached the log");
+    }
+    let lines: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("every log line is JSON")).collect();
+    let authenticated = lines
+        .iter()
+        .find(|l| l["span"]["route"] == "/v1/whoami" && l["status"] == 200)
+        .expect("a log line for the authenticated request");
+    assert_eq!(authenticated["span"]["tenant"].as_str().map(|t| t.starts_with("ten_")), Some(true));
+    assert_eq!(authenticated["span"]["principal"].as_str().map(|p| p.starts_with("agt_")), Some(true));
+    assert_eq!(authenticated["span"]["request_id"].as_str().map(str::len), Some(32));
+    assert!(lines.iter().any(|l| l["message"] == "authentication refused" && l["reason"] == "unknown"));
 }
 
 #[test]

@@ -38,7 +38,8 @@ pub async fn create_tenant(
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, axum::Json<TenantView>), ApiError> {
     caller.require_operator()?;
-    let slug = TenantSlug::parse(&body.slug).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
+    let slug =
+        TenantSlug::parse(&body.slug).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
     let tenant = state.store().create_tenant(&caller.0, &slug, &body.name).await?;
     tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
     Ok((StatusCode::CREATED, axum::Json(tenant.into())))
@@ -51,7 +52,10 @@ pub async fn create_tenant(
         (status = 200, body = Vec<TenantView>),
         (status = 403, description = "Not a platform operator", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_tenants(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<TenantView>>, ApiError> {
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Vec<TenantView>>, ApiError> {
     caller.require_operator()?;
     let tenants = state.store().list_tenants(&caller.0).await?;
     Ok(axum::Json(tenants.into_iter().map(Into::into).collect()))

@@ -73,7 +73,8 @@ pub async fn create_user(
 ) -> ApiResult<(StatusCode, axum::Json<UserView>)> {
     caller.require_any(&[Role::Admin])?;
     let scope = caller.scope()?;
-    let email = Email::parse(&body.email).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
+    let email =
+        Email::parse(&body.email).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
     let roles = parse_roles(&body.roles)?;
     let name = body.name.unwrap_or_else(|| email.to_string());
     let user = state
@@ -88,7 +89,10 @@ pub async fn create_user(
 #[utoipa::path(get, path = "/v1/users", tag = "identity",
     security(("api_key" = []), ("session" = [])),
     responses((status = 200, body = Vec<UserView>)))]
-pub async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Vec<UserView>>> {
+pub async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Vec<UserView>>> {
     caller.require_any(&[Role::Admin])?;
     let users = state.store().list_users(&caller.scope()?).await?;
     Ok(axum::Json(users.into_iter().map(Into::into).collect()))
@@ -167,7 +171,8 @@ pub async fn create_agent(
     Json(body): Json<CreateAgent>,
 ) -> ApiResult<(StatusCode, axum::Json<AgentView>)> {
     caller.require_any(&[Role::Admin, Role::Builder])?;
-    let name = AgentName::parse(&body.name).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
+    let name =
+        AgentName::parse(&body.name).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
     let agent = state.store().create_agent(&caller.scope()?, &name, &body.description).await?;
     tracing::info!(agent = %agent.id, "agent created");
     Ok((StatusCode::CREATED, axum::Json(agent.into())))
@@ -177,7 +182,10 @@ pub async fn create_agent(
 #[utoipa::path(get, path = "/v1/agents", tag = "identity",
     security(("api_key" = []), ("session" = [])),
     responses((status = 200, body = Vec<AgentView>)))]
-pub async fn list_agents(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Vec<AgentView>>> {
+pub async fn list_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Vec<AgentView>>> {
     caller.require_any(&Role::ALL)?;
     let agents = state.store().list_agents(&caller.scope()?).await?;
     Ok(axum::Json(agents.into_iter().map(Into::into).collect()))
@@ -235,11 +243,13 @@ pub async fn create_key(
         }
         (Some(agent), None) => {
             caller.require_any(&[Role::Admin, Role::Builder])?;
-            let name = AgentName::parse(agent).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
+            let name = AgentName::parse(agent)
+                .map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
             KeyOwner::Agent(state.store().get_agent_by_name(&scope, &name).await?.id)
         }
         (None, Some(user)) => {
-            let id = UserId::parse(user).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
+            let id =
+                UserId::parse(user).map_err(|e| ApiError::new(ProblemType::InvalidBody, e.to_string()))?;
             if !is_self(&caller, &id) {
                 caller.require_any(&[Role::Admin])?;
             }
@@ -251,9 +261,17 @@ pub async fn create_key(
         },
     };
     let expires_at = match body.expires_in_secs {
-        Some(0) => return Err(ApiError::new(ProblemType::InvalidBody, "`expires_in_secs` must be greater than zero")),
+        Some(0) => {
+            return Err(ApiError::new(
+                ProblemType::InvalidBody,
+                "`expires_in_secs` must be greater than zero",
+            ));
+        }
         Some(secs) if secs > MAX_KEY_LIFETIME_SECS => {
-            return Err(ApiError::new(ProblemType::InvalidBody, format!("`expires_in_secs` must be at most {MAX_KEY_LIFETIME_SECS}")));
+            return Err(ApiError::new(
+                ProblemType::InvalidBody,
+                format!("`expires_in_secs` must be at most {MAX_KEY_LIFETIME_SECS}"),
+            ));
         }
         Some(secs) => Some(Timestamp::now().plus(std::time::Duration::from_secs(secs))),
         None => None,
@@ -278,7 +296,10 @@ fn owns(caller: &Caller, owner: &KeyOwner) -> bool {
 #[utoipa::path(get, path = "/v1/keys", tag = "identity",
     security(("api_key" = []), ("session" = [])),
     responses((status = 200, body = Vec<ApiKeyView>)))]
-pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Vec<ApiKeyView>>> {
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Vec<ApiKeyView>>> {
     let admin = caller.0.has_role(Role::Admin);
     let keys = state.store().list_api_keys(&caller.scope()?).await?;
     Ok(axum::Json(keys.into_iter().filter(|k| admin || owns(&caller, &k.owner)).map(Into::into).collect()))
@@ -323,4 +344,3 @@ pub async fn revoke_key(
     tracing::info!(key = %key.id, "API key revoked");
     Ok(axum::Json(key.into()))
 }
-

@@ -72,11 +72,8 @@ pub async fn login(
         let _ = airlock_crypto::verify_password(&password, None);
         return Err(refuse(&state, &address, airlock_store::AuthError::InvalidLogin));
     };
-    let created = state
-        .store()
-        .login(&tenant, &email, &password)
-        .await
-        .map_err(|e| refuse(&state, &address, e))?;
+    let created =
+        state.store().login(&tenant, &email, &password).await.map_err(|e| refuse(&state, &address, e))?;
     tracing::info!(session = %created.session.id, user = %created.session.user_id, "console login");
     let lifetime = state.config().session_lifetime.as_secs();
     let cookie = format!(
@@ -108,7 +105,10 @@ fn session_of(caller: &Caller) -> Result<airlock_types::SessionId, ApiError> {
 #[utoipa::path(get, path = "/v1/sessions/current", tag = "sessions",
     security(("session" = [])),
     responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
-pub async fn current(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<SessionView>, ApiError> {
+pub async fn current(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<SessionView>, ApiError> {
     let id = session_of(&caller)?;
     Ok(axum::Json(SessionView {
         id: id.to_string(),

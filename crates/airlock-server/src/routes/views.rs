@@ -20,7 +20,12 @@ pub struct TenantView {
 
 impl From<Tenant> for TenantView {
     fn from(t: Tenant) -> Self {
-        Self { id: t.id.to_string(), slug: t.slug.to_string(), name: t.name, created_at: t.created_at.to_rfc3339() }
+        Self {
+            id: t.id.to_string(),
+            slug: t.slug.to_string(),
+            name: t.name,
+            created_at: t.created_at.to_rfc3339(),
+        }
     }
 }
 
@@ -69,7 +74,12 @@ pub struct AgentView {
 
 impl From<Agent> for AgentView {
     fn from(a: Agent) -> Self {
-        Self { id: a.id.to_string(), name: a.name.to_string(), description: a.description, created_at: a.created_at.to_rfc3339() }
+        Self {
+            id: a.id.to_string(),
+            name: a.name.to_string(),
+            description: a.description,
+            created_at: a.created_at.to_rfc3339(),
+        }
     }
 }
 
@@ -164,7 +174,10 @@ impl From<&Principal> for WhoAmI {
             kind: kind.to_owned(),
             id: p.id_str().to_owned(),
             name,
-            tenant: p.tenant_id().zip(p.tenant_slug()).map(|(id, slug)| WhoAmITenant { id: id.to_string(), slug: slug.to_string() }),
+            tenant: p
+                .tenant_id()
+                .zip(p.tenant_slug())
+                .map(|(id, slug)| WhoAmITenant { id: id.to_string(), slug: slug.to_string() }),
             roles: p.roles().iter().map(|r| r.as_str().to_owned()).collect(),
             authenticated_by: authenticated_by.to_owned(),
             credential_id,

@@ -1,0 +1,13 @@
+//! The API's behaviour, one module per concern.
+
+mod auth;
+mod headers;
+mod health;
+mod identity;
+mod input;
+mod openapi;
+mod problems;
+mod rate_limits;
+mod secrets;
+mod sessions;
+mod tenancy;
