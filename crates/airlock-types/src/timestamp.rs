@@ -5,7 +5,13 @@
 
 use std::fmt;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
+/// RFC 3339 in UTC with exactly three fractional digits, so every timestamp has one width
+/// and one spelling.
+const FORMAT: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// A point in time with millisecond precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,12 +44,12 @@ impl Timestamp {
         Self(self.0.saturating_add(millis))
     }
 
-    /// RFC 3339 text in UTC, such as `2026-11-22T10:00:00.123Z`.
+    /// RFC 3339 text in UTC with milliseconds, such as `2026-11-22T10:00:00.120Z`.
     #[must_use]
     pub fn to_rfc3339(self) -> String {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
+            .and_then(|t| t.format(FORMAT).ok())
             .unwrap_or_else(|| self.0.to_string())
     }
 }
@@ -65,7 +71,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_as_rfc3339_utc() {
+    fn formats_as_rfc3339_utc_with_fixed_milliseconds() {
         assert_eq!(Timestamp::from_millis(1_795_000_000_123).to_rfc3339(), "2026-11-18T11:06:40.123Z");
+        assert_eq!(Timestamp::from_millis(1_795_000_000_100).to_rfc3339(), "2026-11-18T11:06:40.100Z");
+        assert_eq!(Timestamp::from_millis(1_795_000_000_000).to_rfc3339(), "2026-11-18T11:06:40.000Z");
     }
 }
