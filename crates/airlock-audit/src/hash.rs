@@ -1,0 +1,62 @@
+//! The 32-byte SHA-256 hashes the log is built from, and their text forms.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+/// A SHA-256 hash.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// The all-zero hash: `prev` of the first entry.
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    /// SHA-256 of the concatenation of `parts`.
+    #[must_use]
+    pub fn of(parts: &[&[u8]]) -> Self {
+        let mut data = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            data.extend_from_slice(part);
+        }
+        Hash(airlock_crypto::sha256(&data).0)
+    }
+
+    /// Lowercase hex.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex digits.
+    #[must_use]
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Hash(bytes))
+    }
+
+    /// Standard base64 (as checkpoints and the RFC 6962 vectors write hashes).
+    #[must_use]
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+
+    /// Parses standard base64 of exactly 32 bytes.
+    #[must_use]
+    pub fn from_base64(text: &str) -> Option<Self> {
+        let bytes = STANDARD.decode(text).ok()?;
+        <[u8; 32]>::try_from(bytes).ok().map(Hash)
+    }
+
+    /// Rebuilds a hash from stored bytes.
+    #[must_use]
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Hash)
+    }
+}
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
