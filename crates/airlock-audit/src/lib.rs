@@ -7,7 +7,17 @@
 //! consistency proof, or one receipt.
 
 pub mod canonical;
+pub mod checkpoint;
+pub mod entry;
+pub mod export;
 mod hash;
 pub mod merkle;
+pub mod note;
+pub mod receipt;
 
+pub use checkpoint::{Checkpoint, CheckpointError};
+pub use entry::{Actor, ChainHead, Entry, Event, SealedEntry};
+pub use export::{Summary, VerifyError, verify_export};
 pub use hash::Hash;
+pub use note::{NoteError, NoteSigner, NoteVerifier};
+pub use receipt::{Receipt, ReceiptCheckpoint, ReceiptError};

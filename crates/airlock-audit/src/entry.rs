@@ -1,0 +1,213 @@
+//! Audit entries and the hash chain.
+//!
+//! An entry is `{index, time, type, actor, subject, metadata, prev, chain_hash}`. Its
+//! canonical form is RFC 8785 JSON. `chain_hash = SHA-256(canonical entry without
+//! chain_hash ‖ prev)`, where `prev` is the previous entry's chain hash (32 zero bytes for
+//! the first). The Merkle leaf is `SHA-256(0x00 ‖ canonical entry with chain_hash)`: the
+//! exact bytes stored and exported.
+//!
+//! Metadata holds counts, identifiers and decisions, never secrets or prompt and document
+//! content; callers build it from typed events, and floating-point values are refused.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::canonical::{self, CanonicalError};
+use crate::{Hash, merkle};
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// `user`, `agent`, `operator`, `system` or `anonymous`.
+    pub kind: String,
+    /// The actor's id (`usr_…`, `agt_…`), or a description for `system` and `anonymous`.
+    pub id: String,
+}
+
+/// An event to be appended, before it has a place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// When it happened, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// What happened, dotted: `user.created`, `auth.login_failed`, `key.revoked`.
+    pub event_type: String,
+    /// Who did it.
+    pub actor: Actor,
+    /// The ids it concerns, by role: `{"user": "usr_…", "key": "key_…"}`.
+    pub subject: BTreeMap<String, String>,
+    /// Counts, decisions and reasons; never secrets or content.
+    pub metadata: Map<String, Value>,
+}
+
+/// An entry as it stands in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Position in the log, from 0.
+    pub index: u64,
+    /// When it happened.
+    pub time: String,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Who did it.
+    pub actor: Actor,
+    /// The ids it concerns.
+    pub subject: BTreeMap<String, String>,
+    /// Counts, decisions and reasons.
+    pub metadata: Map<String, Value>,
+    /// The previous entry's chain hash, hex.
+    pub prev: String,
+    /// This entry's chain hash, hex.
+    pub chain_hash: String,
+}
+
+/// An entry with its canonical text and hashes, ready to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedEntry {
+    /// The entry.
+    pub entry: Entry,
+    /// Its canonical JSON (the stored and exported form).
+    pub canonical: String,
+    /// Its chain hash.
+    pub chain_hash: Hash,
+    /// Its Merkle leaf hash.
+    pub leaf_hash: Hash,
+}
+
+/// A field that cannot be put in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// A value has no canonical form.
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+    /// `prev` or `chain_hash` is not 64 hex digits.
+    #[error("`{0}` is not a hex SHA-256 hash")]
+    BadHash(&'static str),
+}
+
+impl Entry {
+    /// The canonical JSON, with or without the `chain_hash` member. Members are written in
+    /// RFC 8785 order (`actor`, `chain_hash`, `index`, `metadata`, `prev`, `subject`,
+    /// `time`, `type`) directly from the struct, which keeps verification fast.
+    pub fn canonical(&self, with_chain_hash: bool) -> Result<String, EntryError> {
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"actor\":");
+        out.push_str(&canonical::to_canonical(
+            &serde_json::json!({"id": self.actor.id, "kind": self.actor.kind}),
+        )?);
+        if with_chain_hash {
+            out.push_str(",\"chain_hash\":");
+            out.push_str(&canonical::to_canonical(&Value::String(self.chain_hash.clone()))?);
+        }
+        out.push_str(",\"index\":");
+        out.push_str(&self.index.to_string());
+        out.push_str(",\"metadata\":");
+        out.push_str(&canonical::to_canonical(&Value::Object(self.metadata.clone()))?);
+        out.push_str(",\"prev\":");
+        out.push_str(&canonical::to_canonical(&Value::String(self.prev.clone()))?);
+        out.push_str(",\"subject\":");
+        let subject: Map<String, Value> =
+            self.subject.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        out.push_str(&canonical::to_canonical(&Value::Object(subject))?);
+        out.push_str(",\"time\":");
+        out.push_str(&canonical::to_canonical(&Value::String(self.time.clone()))?);
+        out.push_str(",\"type\":");
+        out.push_str(&canonical::to_canonical(&Value::String(self.event_type.clone()))?);
+        out.push('}');
+        Ok(out)
+    }
+
+    /// The chain hash this entry's contents and `prev` imply.
+    pub fn compute_chain_hash(&self) -> Result<Hash, EntryError> {
+        let prev = Hash::from_hex(&self.prev).ok_or(EntryError::BadHash("prev"))?;
+        Ok(Hash::of(&[self.canonical(false)?.as_bytes(), &prev.0]))
+    }
+}
+
+/// Where the chain stands: the next index and the last chain hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The index the next entry gets.
+    pub next_index: u64,
+    /// The last entry's chain hash ([`Hash::ZERO`] for an empty log).
+    pub last_chain_hash: Hash,
+}
+
+impl ChainHead {
+    /// The head of an empty log.
+    pub const EMPTY: ChainHead = ChainHead { next_index: 0, last_chain_hash: Hash::ZERO };
+
+    /// Places `event` at the head of the chain and advances the head.
+    pub fn seal(&mut self, event: Event) -> Result<SealedEntry, EntryError> {
+        let mut entry = Entry {
+            index: self.next_index,
+            time: event.time,
+            event_type: event.event_type,
+            actor: event.actor,
+            subject: event.subject,
+            metadata: event.metadata,
+            prev: self.last_chain_hash.to_hex(),
+            chain_hash: String::new(),
+        };
+        let chain_hash = Hash::of(&[entry.canonical(false)?.as_bytes(), &self.last_chain_hash.0]);
+        entry.chain_hash = chain_hash.to_hex();
+        let canonical = entry.canonical(true)?;
+        let leaf_hash = merkle::leaf_hash(canonical.as_bytes());
+        self.next_index += 1;
+        self.last_chain_hash = chain_hash;
+        Ok(SealedEntry { entry, canonical, chain_hash, leaf_hash })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn event(n: u64) -> Event {
+        let mut metadata = Map::new();
+        metadata.insert("count".into(), Value::from(n));
+        Event {
+            time: "2026-11-22T10:00:00.000Z".into(),
+            event_type: "key.created".into(),
+            actor: Actor { kind: "user".into(), id: "usr_1".into() },
+            subject: BTreeMap::from([("key".to_owned(), format!("key_{n}"))]),
+            metadata,
+        }
+    }
+
+    #[test]
+    fn the_canonical_form_is_rfc8785() {
+        let mut head = ChainHead::EMPTY;
+        let sealed = head.seal(event(7)).unwrap();
+        let value: Value = serde_json::from_str(&sealed.canonical).unwrap();
+        assert_eq!(canonical::to_canonical(&value).unwrap(), sealed.canonical);
+        assert!(
+            sealed.canonical.starts_with("{\"actor\":{\"id\":\"usr_1\",\"kind\":\"user\"},\"chain_hash\":")
+        );
+        let parsed: Entry = serde_json::from_str(&sealed.canonical).unwrap();
+        assert_eq!(parsed, sealed.entry);
+        assert_eq!(parsed.compute_chain_hash().unwrap(), sealed.chain_hash);
+    }
+
+    #[test]
+    fn each_entry_links_to_the_previous() {
+        let mut head = ChainHead::EMPTY;
+        let first = head.seal(event(1)).unwrap();
+        let second = head.seal(event(2)).unwrap();
+        assert_eq!(first.entry.prev, Hash::ZERO.to_hex());
+        assert_eq!(second.entry.prev, first.entry.chain_hash);
+        assert_eq!(second.entry.index, 1);
+        assert_eq!(head.next_index, 2);
+    }
+
+    #[test]
+    fn floats_in_metadata_are_refused() {
+        let mut e = event(1);
+        e.metadata.insert("cost".into(), serde_json::json!(0.5));
+        assert!(ChainHead::EMPTY.seal(e).is_err());
+    }
+}
