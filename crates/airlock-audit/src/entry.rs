@@ -208,6 +208,7 @@ mod tests {
     fn floats_in_metadata_are_refused() {
         let mut e = event(1);
         e.metadata.insert("cost".into(), serde_json::json!(0.5));
-        assert!(ChainHead::EMPTY.seal(e).is_err());
+        let mut head = ChainHead::EMPTY;
+        assert!(head.seal(e).is_err());
     }
 }

@@ -4,8 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use airlock_crypto::KeyedHasher;
-use airlock_store::{SessionPolicy, Store, StoreOptions};
+use airlock_store::Store;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -32,22 +31,7 @@ pub struct Application {
 impl Application {
     /// Opens the store (migrating it), binds the listen address, and assembles the routes.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let key = crate::secrets::server_key(&config).with_context(|| {
-            format!("cannot read or create the server key under `{}`", config.data_dir.display())
-        })?;
-        let store = Store::open(
-            StoreOptions {
-                data_dir: config.data_dir.clone(),
-                sessions: SessionPolicy {
-                    lifetime: config.session_lifetime,
-                    idle_timeout: config.session_idle,
-                },
-                log_statements: config.log_sql,
-            },
-            KeyedHasher::new(key),
-        )
-        .await
-        .with_context(|| format!("cannot open the data directory `{}`", config.data_dir.display()))?;
+        let store = crate::secrets::open_store(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on `{}`", config.listen))?;

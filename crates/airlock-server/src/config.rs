@@ -52,6 +52,9 @@ pub struct RawConfig {
     /// Where the key-encryption key comes from.
     #[serde(default)]
     pub key_provider: RawKeyProvider,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: RawAudit,
     /// Logging.
     #[serde(default)]
     pub log: RawLog,
@@ -113,6 +116,16 @@ pub struct RawKeyProvider {
     pub path: Option<PathBuf>,
 }
 
+/// The audit log, as read.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Sign a checkpoint after this many new entries. Default 1000.
+    pub checkpoint_every: Option<u64>,
+    /// Sign a checkpoint this often, in seconds, when the log has grown. Default 10.
+    pub checkpoint_interval_secs: Option<u64>,
+}
+
 /// Logging, as read.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +181,10 @@ pub struct Config {
     pub server_key: Option<SecretString>,
     /// The key-encryption-key provider.
     pub key_provider: KeyProvider,
+    /// Entries between signed checkpoints.
+    pub checkpoint_every: u64,
+    /// Longest time between signed checkpoints while the log grows.
+    pub checkpoint_interval: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -508,6 +525,14 @@ impl RawConfig {
             self.auth.requests_per_second.map(u64::from),
             200,
         );
+        let checkpoint_every =
+            positive(&mut problems, "audit.checkpoint_every", self.audit.checkpoint_every, 1000);
+        let checkpoint_interval = positive(
+            &mut problems,
+            "audit.checkpoint_interval_secs",
+            self.audit.checkpoint_interval_secs,
+            10,
+        );
         let capacity = positive(
             &mut problems,
             "auth.limiter_capacity",
@@ -535,6 +560,8 @@ impl RawConfig {
             limiter_capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
             server_key,
             key_provider,
+            checkpoint_every,
+            checkpoint_interval: Duration::from_secs(checkpoint_interval),
             log_format,
             log_level,
             verbose_errors,

@@ -1,15 +1,49 @@
-//! The server key in dev mode: generated once into the data directory, owner-only.
+//! Server secrets and opening the store with them.
 //!
-//! Production takes the key from configuration and refuses to start without it; in dev mode
-//! Airlock creates `<data_dir>/server.key` on first start and reuses it, so keys and
-//! sessions survive restarts with no configuration at all.
+//! Production takes the server key from configuration and the key-encryption key from the
+//! configured provider, and refuses to start without them; in dev mode Airlock creates
+//! `<data_dir>/server.key` and `<data_dir>/keys/kek.key` (owner-only) on first start and
+//! reuses them, so keys, sessions and sealed data survive restarts with no configuration.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
+use airlock_crypto::KeyedHasher;
+use airlock_store::{AuditOptions, SessionPolicy, Store, StoreOptions};
+use airlock_vault::Kek;
+use anyhow::Context as _;
 use secrecy::SecretSlice;
 
-use crate::config::{Config, MIN_SECRET_BYTES};
+use crate::config::{Config, KeyProvider, MIN_SECRET_BYTES, Mode};
+
+/// Opens the data directory with the configured secrets: the one way both the server and
+/// the command line reach the store.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let key = server_key(config).with_context(|| {
+        format!("cannot read or create the server key under `{}`", config.data_dir.display())
+    })?;
+    let kek = match &config.key_provider {
+        KeyProvider::File { path } => {
+            Kek::from_file(path, config.mode == Mode::Dev).context("cannot load the key-encryption key")?
+        }
+    };
+    Store::open(
+        StoreOptions {
+            kek: Arc::new(kek),
+            audit: AuditOptions {
+                checkpoint_every: config.checkpoint_every,
+                checkpoint_interval: config.checkpoint_interval,
+            },
+            data_dir: config.data_dir.clone(),
+            sessions: SessionPolicy { lifetime: config.session_lifetime, idle_timeout: config.session_idle },
+            log_statements: config.log_sql,
+        },
+        KeyedHasher::new(key),
+    )
+    .await
+    .with_context(|| format!("cannot open the data directory `{}`", config.data_dir.display()))
+}
 
 /// The server key to use: configured, or read from (created in) the data directory.
 pub fn server_key(config: &Config) -> std::io::Result<SecretSlice<u8>> {

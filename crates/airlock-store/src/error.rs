@@ -48,6 +48,12 @@ pub enum StoreError {
         /// What was wrong.
         detail: String,
     },
+    /// The audit log could not be written or read.
+    #[error("audit log: {0}")]
+    Audit(String),
+    /// A key could not be unwrapped or a sealed value opened.
+    #[error(transparent)]
+    Vault(#[from] airlock_vault::VaultError),
     /// The caller asked for something its principal may not do.
     #[error("{0}")]
     Forbidden(String),

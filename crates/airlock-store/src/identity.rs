@@ -12,6 +12,7 @@ use airlock_types::{
 };
 use secrecy::SecretString;
 use serde::Serialize;
+use serde_json::{Map, Value};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -223,6 +224,7 @@ impl Store {
             name: if name.is_empty() { slug.to_string() } else { name.to_owned() },
             created_at: Timestamp::now(),
         };
+        let dek = airlock_vault::Dek::generate(&tenant.id);
         let mut tx = self.control().pool().begin().await?;
         sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.id.as_str())
@@ -232,10 +234,21 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::conflict_on_unique(e, || format!("a tenant with slug `{slug}`")))?;
+        sqlx::query("INSERT INTO tenant_keys (tenant_id, wrapped_dek, created_at) VALUES ($1, $2, $3)")
+            .bind(tenant.id.as_str())
+            .bind(self.inner.kek.wrap(&tenant.id, &dek))
+            .bind(tenant.created_at.as_millis())
+            .execute(&mut *tx)
+            .await?;
         // The tenant's database exists before the tenant is visible: a tenant row always has
         // a database behind it.
         self.inner.tenants.create(&tenant.id).await?;
         tx.commit().await?;
+        self.inner.deks.lock().await.insert(tenant.id.clone(), std::sync::Arc::new(dek));
+        let scope = TenantScope::for_operator(tenant.id.clone(), tenant.slug.clone(), by);
+        let mut metadata = Map::new();
+        metadata.insert("slug".into(), Value::from(tenant.slug.as_str()));
+        self.record(&scope, "tenant.created", &[("tenant", tenant.id.as_str())], metadata).await?;
         Ok(tenant)
     }
 
@@ -257,7 +270,7 @@ impl Store {
             .tenant_by_slug(slug)
             .await?
             .ok_or_else(|| StoreError::NotFound { what: format!("tenant `{slug}`") })?;
-        Ok(TenantScope::for_operator(tenant.id, tenant.slug))
+        Ok(TenantScope::for_operator(tenant.id, tenant.slug, by))
     }
 
     /// The tenant a scope names.
@@ -368,6 +381,10 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        let mut metadata = Map::new();
+        metadata.insert("roles".into(), roles_value(&user.roles));
+        metadata.insert("console_login".into(), Value::from(password_hash.is_some()));
+        self.record(scope, "user.created", &[("user", user.id.as_str())], metadata).await?;
         Ok(user)
     }
 
@@ -442,6 +459,9 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        let mut metadata = Map::new();
+        metadata.insert("roles".into(), roles_value(roles));
+        self.record(scope, "user.roles_changed", &[("user", id.as_str())], metadata).await?;
         self.get_user(scope, id).await
     }
 
@@ -493,6 +513,9 @@ impl Store {
         .execute(self.control().pool())
         .await
         .map_err(|e| StoreError::conflict_on_unique(e, || format!("an agent named `{name}`")))?;
+        let mut metadata = Map::new();
+        metadata.insert("name".into(), Value::from(agent.name.as_str()));
+        self.record(scope, "agent.created", &[("agent", agent.id.as_str())], metadata).await?;
         Ok(agent)
     }
 
@@ -566,7 +589,17 @@ impl Store {
                 return Err(StoreError::Forbidden("operator keys belong to no tenant".into()));
             }
         }
-        self.insert_key(Some(scope.tenant_id()), owner, name, expires_at).await
+        let created = self.insert_key(Some(scope.tenant_id()), owner, name, expires_at).await?;
+        let (owner_kind, owner_id) = owner_parts(&created.key.owner);
+        let mut metadata = Map::new();
+        metadata.insert("owner_kind".into(), Value::from(owner_kind));
+        metadata.insert(
+            "expires_at".into(),
+            created.key.expires_at.map_or(Value::Null, |t| Value::from(t.to_rfc3339())),
+        );
+        self.record(scope, "key.created", &[("key", created.key.id.as_str()), ("owner", owner_id)], metadata)
+            .await?;
+        Ok(created)
     }
 
     async fn insert_key(
@@ -639,15 +672,22 @@ impl Store {
     /// Revokes an API key of the scope's tenant. Revoking a revoked key changes nothing and
     /// returns the key as it is.
     pub async fn revoke_api_key(&self, scope: &TenantScope, id: &ApiKeyId) -> Result<ApiKey, StoreError> {
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
         )
         .bind(Timestamp::now().as_millis())
         .bind(id.as_str())
         .bind(scope.tenant_id().as_str())
         .execute(self.control().pool())
-        .await?;
-        self.get_api_key(scope, id).await
+        .await?
+        .rows_affected();
+        let key = self.get_api_key(scope, id).await?;
+        if changed > 0 {
+            let (_, owner_id) = owner_parts(&key.owner);
+            self.record(scope, "key.revoked", &[("key", id.as_str()), ("owner", owner_id)], Map::new())
+                .await?;
+        }
+        Ok(key)
     }
 
     /// Authenticates a presented API key.
@@ -672,16 +712,21 @@ impl Store {
         };
         let stored: Vec<u8> = row.try_get("secret_hash").map_err(|e| internal_auth(&e))?;
         let matches = Digest::from_slice(&stored).is_some_and(|d| d.ct_eq(&presented_hash));
-        if !matches {
-            return Err(AuthError::Unknown);
-        }
         let get_opt = |col: &str| row.try_get::<Option<i64>, _>(col).map_err(|e| internal_auth(&e));
         let now = Timestamp::now();
-        if get_opt("revoked_at")?.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        if get_opt("expires_at")?.is_some_and(|at| Timestamp::from_millis(at) <= now) {
-            return Err(AuthError::Expired);
+        let refusal = if !matches {
+            Some(AuthError::Unknown)
+        } else if get_opt("revoked_at")?.is_some() {
+            Some(AuthError::Revoked)
+        } else if get_opt("expires_at")?.is_some_and(|at| Timestamp::from_millis(at) <= now) {
+            Some(AuthError::Expired)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            // The key id names a real key, so its tenant learns of the attempt.
+            self.record_refusal(&row, "auth.key_rejected", &[("key", token.id())], refusal).await;
+            return Err(refusal);
         }
         if get_opt("tenant_deleted_at")?.is_some() {
             return Err(AuthError::OwnerDisabled);
@@ -793,10 +838,17 @@ impl Store {
             .and_then(|r| r.try_get::<Option<String>, _>("password_hash").ok().flatten())
             .map(PasswordHash::from_stored);
         let verified = verify_password(password, stored.as_ref());
-        let (Some(row), true) = (row, verified) else {
+        let Some(row) = row else {
             return Err(AuthError::InvalidLogin);
         };
-        if row.try_get::<Option<i64>, _>("disabled_at").map_err(|e| internal_auth(&e))?.is_some() {
+        let disabled = row.try_get::<Option<i64>, _>("disabled_at").map_err(|e| internal_auth(&e))?.is_some();
+        if !verified || disabled {
+            let user: String = row.try_get("id").map_err(|e| internal_auth(&e))?;
+            let reason = if disabled { "user_disabled" } else { "wrong_password" };
+            let mut metadata = Map::new();
+            metadata.insert("reason".into(), Value::from(reason));
+            self.record_as_system(&row, tenant, "auth.login_failed", &[("user", user.as_str())], metadata)
+                .await;
             return Err(AuthError::InvalidLogin);
         }
         let user_id: String = row.try_get("id").map_err(|e| internal_auth(&e))?;
@@ -833,6 +885,11 @@ impl Store {
             roles,
             Credential::Session(session.id.clone()),
         );
+        if let Some(scope) = principal.tenant_scope() {
+            self.record(&scope, "auth.login", &[("session", session.id.as_str())], Map::new())
+                .await
+                .map_err(|e| internal_auth(&e))?;
+        }
         Ok(CreatedSession { session, secret, principal })
     }
 
@@ -890,20 +947,72 @@ impl Store {
         ))
     }
 
-    /// Ends a session (logout).
-    pub async fn revoke_session(&self, id: &SessionId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(Timestamp::now().as_millis())
-            .bind(id.as_str())
-            .execute(self.control().pool())
-            .await?;
+    /// Ends the caller's own session (logout).
+    pub async fn revoke_session(&self, scope: &TenantScope, id: &SessionId) -> Result<(), StoreError> {
+        let changed = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(Timestamp::now().as_millis())
+        .bind(id.as_str())
+        .bind(scope.tenant_id().as_str())
+        .execute(self.control().pool())
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            self.record(scope, "auth.logout", &[("session", id.as_str())], Map::new()).await?;
+        }
         Ok(())
+    }
+
+    /// Records a refused credential in the log of the tenant it belongs to. Failures to
+    /// record are logged: the refusal stands either way.
+    async fn record_refusal(
+        &self,
+        row: &AnyRow,
+        event_type: &str,
+        subject: &[(&str, &str)],
+        refusal: AuthError,
+    ) {
+        let Ok(Some(slug)) = row.try_get::<Option<String>, _>("tenant_slug") else { return };
+        let Ok(slug) = TenantSlug::parse(&slug) else { return };
+        let mut metadata = Map::new();
+        metadata.insert("reason".into(), Value::from(refusal.to_string()));
+        self.record_as_system(row, &slug, event_type, subject, metadata).await;
+    }
+
+    async fn record_as_system(
+        &self,
+        row: &AnyRow,
+        slug: &TenantSlug,
+        event_type: &str,
+        subject: &[(&str, &str)],
+        metadata: Map<String, Value>,
+    ) {
+        let Ok(Some(tenant)) = row.try_get::<Option<String>, _>("tenant_id") else { return };
+        let Ok(tenant) = TenantId::parse(&tenant) else { return };
+        let actor = airlock_audit::Actor { kind: "anonymous".into(), id: "unauthenticated".into() };
+        let scope = TenantScope::system(tenant, slug.clone(), actor);
+        if let Err(error) = self.record(&scope, event_type, subject, metadata).await {
+            tracing::error!(%error, event_type, "cannot record a refused credential in the audit log");
+        }
     }
 
     /// Keyed hash for values bound to a session (the CSRF token), under its own domain.
     #[must_use]
     pub fn session_binding(&self, domain: &str, session: &SessionId) -> Digest {
         self.hasher().hash(domain, session.as_str().as_bytes())
+    }
+}
+
+fn roles_value(roles: &RoleSet) -> Value {
+    Value::Array(roles.iter().map(|r| Value::from(r.as_str())).collect())
+}
+
+fn owner_parts(owner: &KeyOwner) -> (&'static str, &str) {
+    match owner {
+        KeyOwner::User(id) => ("user", id.as_str()),
+        KeyOwner::Agent(id) => ("agent", id.as_str()),
+        KeyOwner::Operator(id) => ("operator", id.as_str()),
     }
 }
 

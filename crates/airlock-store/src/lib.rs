@@ -9,6 +9,8 @@
 //! SQL is plain and static: the same statements run on every backend (`$1` placeholders
 //! work on SQLite and PostgreSQL alike), and each backend has its own migration folder.
 
+mod audit;
+mod auditlog;
 mod db;
 mod error;
 mod identity;
@@ -16,17 +18,23 @@ mod migrations;
 mod principal;
 mod tenant;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_crypto::KeyedHasher;
+use airlock_types::{TenantId, Timestamp};
+use airlock_vault::{Dek, Kek};
+use sqlx::Row;
 
+pub use audit::{Appended, AuditOptions, SignedCheckpoint};
+pub use auditlog::{AuditFilter, InclusionProof, SigningKeyInfo, StoredEntry};
 pub use db::{Backend, Database};
 pub use error::{AuthError, StoreError};
 pub use identity::{Agent, ApiKey, CreatedApiKey, CreatedSession, KeyOwner, NewUser, Session, Tenant, User};
 pub use principal::{Credential, Principal, PrincipalKind, TenantScope};
-pub use tenant::TenantDb;
+pub use tenant::{TenantDb, origin as audit_origin};
 
 /// How long console sessions live.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +48,10 @@ pub struct SessionPolicy {
 /// Where and how the store keeps its data.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// The key-encryption key that wraps every tenant's data key.
+    pub kek: Arc<Kek>,
+    /// When audit checkpoints are signed.
+    pub audit: AuditOptions,
     /// The data directory: `control.sqlite` and `tenants/<tenant id>.sqlite` live here.
     pub data_dir: PathBuf,
     /// Session lifetimes.
@@ -59,6 +71,8 @@ struct Inner {
     tenants: tenant::TenantDatabases,
     hasher: KeyedHasher,
     sessions: SessionPolicy,
+    kek: Arc<Kek>,
+    deks: tokio::sync::Mutex<HashMap<TenantId, Arc<Dek>>>,
 }
 
 impl Store {
@@ -75,9 +89,15 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 control,
-                tenants: tenant::TenantDatabases::new(dir.join("tenants"), options.log_statements),
+                tenants: tenant::TenantDatabases::new(
+                    dir.join("tenants"),
+                    options.log_statements,
+                    options.audit,
+                ),
                 hasher,
                 sessions: options.sessions,
+                kek: options.kek,
+                deks: tokio::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -101,7 +121,38 @@ impl Store {
 
     /// The tenant's own database, for a scope an authenticated principal produced.
     pub async fn tenant_db(&self, scope: &TenantScope) -> Result<TenantDb, StoreError> {
-        self.inner.tenants.open(scope.tenant_id()).await
+        let dek = self.dek(scope.tenant_id()).await?;
+        self.inner.tenants.open(scope.tenant_id(), &dek).await
+    }
+
+    /// The tenant's data-encryption key, unwrapped with the KEK (and created on first use).
+    pub(crate) async fn dek(&self, tenant: &TenantId) -> Result<Arc<Dek>, StoreError> {
+        let mut deks = self.inner.deks.lock().await;
+        if let Some(dek) = deks.get(tenant) {
+            return Ok(dek.clone());
+        }
+        let row = sqlx::query("SELECT wrapped_dek FROM tenant_keys WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(self.control().pool())
+            .await?;
+        let dek = match row {
+            Some(row) => self.inner.kek.unwrap(tenant, &row.try_get::<Vec<u8>, _>("wrapped_dek")?)?,
+            None => {
+                let dek = Dek::generate(tenant);
+                sqlx::query(
+                    "INSERT INTO tenant_keys (tenant_id, wrapped_dek, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(tenant.as_str())
+                .bind(self.inner.kek.wrap(tenant, &dek))
+                .bind(Timestamp::now().as_millis())
+                .execute(self.control().pool())
+                .await?;
+                dek
+            }
+        };
+        let dek = Arc::new(dek);
+        deks.insert(tenant.clone(), dek.clone());
+        Ok(dek)
     }
 
     fn hasher(&self) -> &KeyedHasher {

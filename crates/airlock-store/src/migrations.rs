@@ -19,11 +19,15 @@ pub(crate) enum Set {
     Tenant,
 }
 
-const SQLITE_CONTROL: &[(i64, &str, &str)] =
-    &[(1, "identity", include_str!("../migrations/sqlite/control/0001_identity.sql"))];
+const SQLITE_CONTROL: &[(i64, &str, &str)] = &[
+    (1, "identity", include_str!("../migrations/sqlite/control/0001_identity.sql")),
+    (2, "tenant keys", include_str!("../migrations/sqlite/control/0002_tenant_keys.sql")),
+];
 
-const SQLITE_TENANT: &[(i64, &str, &str)] =
-    &[(1, "identity", include_str!("../migrations/sqlite/tenant/0001_identity.sql"))];
+const SQLITE_TENANT: &[(i64, &str, &str)] = &[
+    (1, "identity", include_str!("../migrations/sqlite/tenant/0001_identity.sql")),
+    (2, "audit", include_str!("../migrations/sqlite/tenant/0002_audit.sql")),
+];
 
 impl Set {
     pub(crate) fn migrations(self, backend: Backend) -> Vec<Migration> {

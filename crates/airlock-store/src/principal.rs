@@ -5,6 +5,7 @@
 //! produced only from a principal, so every tenant-scoped query is tied to an authenticated
 //! identity by construction.
 
+use airlock_audit::Actor;
 use airlock_types::{
     AgentId, AgentName, ApiKeyId, Email, OperatorId, Role, RoleSet, SessionId, TenantId, TenantSlug, UserId,
 };
@@ -133,20 +134,49 @@ impl Principal {
     /// The scope of the principal's own tenant; `None` for operators, who have none.
     #[must_use]
     pub fn tenant_scope(&self) -> Option<TenantScope> {
-        self.tenant.as_ref().map(|(id, slug)| TenantScope { tenant: id.clone(), slug: slug.clone() })
+        self.tenant.as_ref().map(|(id, slug)| TenantScope {
+            tenant: id.clone(),
+            slug: slug.clone(),
+            actor: self.actor(),
+        })
+    }
+
+    /// The principal as the actor of audit entries.
+    #[must_use]
+    pub fn actor(&self) -> Actor {
+        let kind = match &self.kind {
+            PrincipalKind::User { .. } => "user",
+            PrincipalKind::Agent { .. } => "agent",
+            PrincipalKind::Operator { .. } => "operator",
+        };
+        Actor { kind: kind.to_owned(), id: self.id_str().to_owned() }
     }
 }
 
-/// Permission to touch one tenant's data, derived from an authenticated principal.
+/// Permission to touch one tenant's data, derived from an authenticated principal, who is
+/// the actor of everything done with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantScope {
     tenant: TenantId,
     slug: TenantSlug,
+    actor: Actor,
 }
 
 impl TenantScope {
-    pub(crate) fn for_operator(tenant: TenantId, slug: TenantSlug) -> Self {
-        Self { tenant, slug }
+    pub(crate) fn for_operator(tenant: TenantId, slug: TenantSlug, operator: &Principal) -> Self {
+        Self { tenant, slug, actor: operator.actor() }
+    }
+
+    /// The same tenant, acted on by the system itself (for events no principal caused, such
+    /// as a refused credential).
+    pub(crate) fn system(tenant: TenantId, slug: TenantSlug, actor: Actor) -> Self {
+        Self { tenant, slug, actor }
+    }
+
+    /// Who acts with this scope.
+    #[must_use]
+    pub fn actor(&self) -> &Actor {
+        &self.actor
     }
 
     /// The tenant this scope grants.

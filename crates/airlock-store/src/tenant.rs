@@ -1,12 +1,19 @@
-//! Per-tenant databases: one SQLite file per tenant, opened lazily and checked on open.
+//! Per-tenant databases: one SQLite file per tenant, opened lazily, checked on open, each
+//! with its audit writer.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use airlock_audit::NoteSigner;
+use airlock_crypto::SigningKey;
 use airlock_types::{TenantId, Timestamp};
+use airlock_vault::{Context, Dek};
+use secrecy::{ExposeSecret, SecretBox};
 use sqlx::Row;
 use tokio::sync::Mutex;
 
+use crate::audit::{AuditOptions, AuditWriter};
 use crate::migrations::Set;
 use crate::{Database, StoreError};
 
@@ -16,6 +23,7 @@ use crate::{Database, StoreError};
 pub struct TenantDb {
     tenant: TenantId,
     db: Database,
+    pub(crate) audit: AuditWriter,
 }
 
 impl TenantDb {
@@ -40,11 +48,70 @@ impl TenantDb {
     }
 }
 
+/// The audit log's origin (and its signing key's name) for a tenant.
+#[must_use]
+pub fn origin(tenant: &TenantId) -> String {
+    format!("airlock/{tenant}")
+}
+
+/// Where a signing key's sealed seed lives.
+fn seed_context(version: &str) -> Context<'_> {
+    Context { table: "signing_keys", column: "sealed_seed", row: version }
+}
+
+/// Reads the current signing key, creating the first one when there is none.
+pub(crate) async fn current_signer(
+    db: &Database,
+    tenant: &TenantId,
+    dek: &Dek,
+) -> Result<NoteSigner, StoreError> {
+    let row = sqlx::query(
+        "SELECT version, sealed_seed FROM signing_keys WHERE retired_at IS NULL ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(db.pool())
+    .await?;
+    let key = match row {
+        Some(row) => {
+            let version: i64 = row.try_get("version")?;
+            let sealed: Vec<u8> = row.try_get("sealed_seed")?;
+            let seed = dek.open(seed_context(&version.to_string()), &sealed)?;
+            let seed = <[u8; 32]>::try_from(seed.expose_secret())
+                .map_err(|_| StoreError::corrupt("signing_keys", "the seed is not 32 bytes"))?;
+            SigningKey::from_seed(&SecretBox::new(Box::new(seed)))
+        }
+        None => insert_signing_key(db, tenant, dek, 1).await?,
+    };
+    NoteSigner::new(&origin(tenant), key).map_err(|e| StoreError::Audit(e.to_string()))
+}
+
+/// Generates and stores signing key `version`.
+pub(crate) async fn insert_signing_key(
+    db: &Database,
+    tenant: &TenantId,
+    dek: &Dek,
+    version: i64,
+) -> Result<SigningKey, StoreError> {
+    let key = SigningKey::generate();
+    let sealed = dek.seal(seed_context(&version.to_string()), key.seed().expose_secret());
+    sqlx::query(
+        "INSERT INTO signing_keys (version, name, public_key, sealed_seed, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(version)
+    .bind(origin(tenant))
+    .bind(key.verifying_key().to_bytes().to_vec())
+    .bind(sealed)
+    .bind(Timestamp::now().as_millis())
+    .execute(db.pool())
+    .await?;
+    Ok(key)
+}
+
 /// The open tenant databases, keyed by tenant.
 pub(crate) struct TenantDatabases {
     dir: PathBuf,
     log_statements: bool,
-    open: Mutex<HashMap<TenantId, Database>>,
+    audit: AuditOptions,
+    open: Mutex<HashMap<TenantId, TenantDb>>,
 }
 
 /// Connections per tenant database. Tenants are many and mostly idle, so each pool is small
@@ -52,8 +119,8 @@ pub(crate) struct TenantDatabases {
 const TENANT_POOL_SIZE: u32 = 4;
 
 impl TenantDatabases {
-    pub(crate) fn new(dir: PathBuf, log_statements: bool) -> Self {
-        Self { dir, log_statements, open: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(dir: PathBuf, log_statements: bool, audit: AuditOptions) -> Self {
+        Self { dir, log_statements, audit, open: Mutex::new(HashMap::new()) }
     }
 
     fn path(&self, tenant: &TenantId) -> PathBuf {
@@ -61,8 +128,9 @@ impl TenantDatabases {
         self.dir.join(format!("{tenant}.sqlite"))
     }
 
-    /// Creates and migrates a new tenant's database, recording its owner.
-    pub(crate) async fn create(&self, tenant: &TenantId) -> Result<TenantDb, StoreError> {
+    /// Creates and migrates a new tenant's database, recording its owner. The audit writer
+    /// starts when the database is first opened.
+    pub(crate) async fn create(&self, tenant: &TenantId) -> Result<(), StoreError> {
         let path = self.path(tenant);
         let db = Database::open_sqlite(&path, self.log_statements, TENANT_POOL_SIZE).await?;
         db.migrate(Set::Tenant).await?;
@@ -75,15 +143,16 @@ impl TenantDatabases {
         .execute(db.pool())
         .await?;
         Self::check_owner(&db, tenant, &path).await?;
-        self.open.lock().await.insert(tenant.clone(), db.clone());
-        Ok(TenantDb { tenant: tenant.clone(), db })
+        db.close().await;
+        Ok(())
     }
 
-    /// Opens an existing tenant's database, refusing one that records another owner.
-    pub(crate) async fn open(&self, tenant: &TenantId) -> Result<TenantDb, StoreError> {
+    /// Opens an existing tenant's database, refusing one that records another owner, and
+    /// starts its audit writer.
+    pub(crate) async fn open(&self, tenant: &TenantId, dek: &Arc<Dek>) -> Result<TenantDb, StoreError> {
         let mut open = self.open.lock().await;
-        if let Some(db) = open.get(tenant) {
-            return Ok(TenantDb { tenant: tenant.clone(), db: db.clone() });
+        if let Some(handle) = open.get(tenant) {
+            return Ok(handle.clone());
         }
         let path = self.path(tenant);
         if !path.exists() {
@@ -92,8 +161,11 @@ impl TenantDatabases {
         let db = Database::open_sqlite(&path, self.log_statements, TENANT_POOL_SIZE).await?;
         db.migrate(Set::Tenant).await?;
         Self::check_owner(&db, tenant, &path).await?;
-        open.insert(tenant.clone(), db.clone());
-        Ok(TenantDb { tenant: tenant.clone(), db })
+        let signer = current_signer(&db, tenant, dek).await?;
+        let audit = AuditWriter::start(db.clone(), origin(tenant), signer, self.audit).await?;
+        let handle = TenantDb { tenant: tenant.clone(), db, audit };
+        open.insert(tenant.clone(), handle.clone());
+        Ok(handle)
     }
 
     async fn check_owner(db: &Database, tenant: &TenantId, path: &std::path::Path) -> Result<(), StoreError> {
@@ -111,8 +183,8 @@ impl TenantDatabases {
 
     pub(crate) async fn close_all(&self) {
         let open = std::mem::take(&mut *self.open.lock().await);
-        for db in open.values() {
-            db.close().await;
+        for handle in open.values() {
+            handle.db.close().await;
         }
     }
 }

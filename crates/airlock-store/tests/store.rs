@@ -3,13 +3,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_crypto::KeyedHasher;
 use airlock_store::{
-    AuthError, KeyOwner, NewUser, Principal, SessionPolicy, Store, StoreError, StoreOptions, TenantScope,
+    AuditOptions, AuthError, KeyOwner, NewUser, Principal, SessionPolicy, Store, StoreError, StoreOptions,
+    TenantScope,
 };
 use airlock_types::{AgentName, Email, Role, RoleSet, TenantSlug, Timestamp};
+use airlock_vault::Kek;
 use secrecy::SecretString;
 
 const SERVER_KEY: &[u8] = b"test server key, 32 bytes or more, not for production";
@@ -19,16 +22,17 @@ async fn open(dir: &Path) -> Store {
 }
 
 async fn open_with(dir: &Path, idle: Duration) -> Store {
-    Store::open(
-        StoreOptions {
-            data_dir: dir.to_path_buf(),
-            sessions: SessionPolicy { lifetime: Duration::from_secs(7200), idle_timeout: idle },
-            log_statements: false,
-        },
-        KeyedHasher::new(SERVER_KEY.to_vec().into()),
-    )
-    .await
-    .unwrap()
+    Store::open(options(dir, idle), KeyedHasher::new(SERVER_KEY.to_vec().into())).await.unwrap()
+}
+
+fn options(dir: &Path, idle: Duration) -> StoreOptions {
+    StoreOptions {
+        kek: Arc::new(Kek::from_file(&dir.join("keys/kek.key"), true).unwrap()),
+        audit: AuditOptions { checkpoint_every: 5, checkpoint_interval: Duration::from_secs(3600) },
+        data_dir: dir.to_path_buf(),
+        sessions: SessionPolicy { lifetime: Duration::from_secs(7200), idle_timeout: idle },
+        log_statements: false,
+    }
 }
 
 async fn tenant(store: &Store, slug: &str) -> TenantScope {
@@ -191,14 +195,7 @@ async fn api_keys_are_stored_only_as_keyed_hashes() {
     }
     // A store with a different server key cannot verify the key.
     let other = Store::open(
-        StoreOptions {
-            data_dir: dir.path().to_path_buf(),
-            sessions: SessionPolicy {
-                lifetime: Duration::from_secs(60),
-                idle_timeout: Duration::from_secs(60),
-            },
-            log_statements: false,
-        },
+        options(dir.path(), Duration::from_secs(60)),
         KeyedHasher::new(b"a different server key of enough length!".to_vec().into()),
     )
     .await
@@ -302,7 +299,7 @@ async fn sessions_end_when_idle_and_when_revoked() {
     assert_eq!(store.authenticate_session(&token).await.unwrap_err(), AuthError::Expired);
 
     let session = login().await;
-    store.revoke_session(&session.session.id).await.unwrap();
+    store.revoke_session(&session.principal.tenant_scope().unwrap(), &session.session.id).await.unwrap();
     assert_eq!(store.authenticate_session(session.secret.expose()).await.unwrap_err(), AuthError::Revoked);
     // A session token is not an API key and vice versa.
     assert_eq!(store.authenticate_api_key(session.secret.expose()).await.unwrap_err(), AuthError::Malformed);

@@ -3,10 +3,9 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use airlock_crypto::KeyedHasher;
 use airlock_server::config::{self, RawConfig, RawServer};
 use airlock_server::{Application, Config, Mode};
-use airlock_store::{KeyOwner, NewUser, Principal, SessionPolicy, Store, StoreOptions, TenantScope};
+use airlock_store::{KeyOwner, NewUser, Principal, Store, TenantScope};
 use airlock_types::{AgentName, ApiKeyId, Email, Role, TenantSlug, Timestamp};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
@@ -232,18 +231,7 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let key = airlock_server::secrets::server_key(config)
-        .with_context(|| format!("cannot read the server key under `{}`", config.data_dir.display()))?;
-    Store::open(
-        StoreOptions {
-            data_dir: config.data_dir.clone(),
-            sessions: SessionPolicy { lifetime: config.session_lifetime, idle_timeout: config.session_idle },
-            log_statements: false,
-        },
-        KeyedHasher::new(key),
-    )
-    .await
-    .with_context(|| format!("cannot open the data directory `{}`", config.data_dir.display()))
+    airlock_server::secrets::open_store(config).await
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {

@@ -329,6 +329,13 @@ fn production_starts_when_configured_properly() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("server-secret");
     std::fs::write(&key_file, "Zx8mQ2rT7vL9pW4kN6cB1hJ5dF3gS0aEyU\n").unwrap();
+    // Production never creates its key-encryption key: the operator provisions it.
+    let kek = dir.path().join("kek.key");
+    std::fs::write(&kek, "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let config = dir.path().join("airlock.toml");
     let port = free_port();
     std::fs::write(

@@ -124,7 +124,7 @@ pub async fn current(
     responses((status = 204, description = "Logged out"), (status = 403, description = "Missing CSRF token", body = Problem, content_type = "application/problem+json")))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let id = session_of(&caller)?;
-    state.store().revoke_session(&id).await?;
+    state.store().revoke_session(&caller.scope()?, &id).await?;
     tracing::info!(session = %id, "console logout");
     let cookie = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
