@@ -103,6 +103,13 @@ impl Database {
         Ok(())
     }
 
+    /// Runs one statement given as text. For maintenance and for tests that play an attacker
+    /// with file access; application code uses bound, static statements.
+    pub async fn execute_raw(&self, statement: &str) -> Result<u64, StoreError> {
+        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).execute(&self.pool).await?;
+        Ok(result.rows_affected())
+    }
+
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
         self.pool.close().await;
