@@ -10,12 +10,13 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument as _;
 
+use crate::auth::AuthSlot;
 use crate::config::Config;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::state::AppState;
@@ -138,6 +139,8 @@ async fn request_context(State(state): State<AppState>, mut request: Request, ne
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert("x-request-id", value);
     }
+    let slot = AuthSlot::default();
+    request.extensions_mut().insert(slot.clone());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -147,7 +150,21 @@ async fn request_context(State(state): State<AppState>, mut request: Request, ne
         principal = tracing::field::Empty,
     );
     let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if response.status() == StatusCode::FORBIDDEN
+        && let Some(scope) = slot.principal().and_then(airlock_store::Principal::tenant_scope)
+    {
+        // A refusal is on the record before it is answered; if it cannot be recorded, the
+        // caller gets a 500 instead of an unrecorded 403.
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("method".into(), serde_json::Value::from(method.as_str()));
+        metadata.insert("route".into(), serde_json::Value::from(route.as_str()));
+        let recorded =
+            state.store().record(&scope, "access.denied", &[], metadata).instrument(span.clone()).await;
+        if let Err(error) = recorded {
+            response = span.in_scope(|| problem::ApiError::internal(&error)).into_response();
+        }
+    }
     let mut response = problem::normalise(Some(id.clone()), response).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);

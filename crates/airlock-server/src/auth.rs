@@ -24,6 +24,19 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
+/// Where the request's principal is left for the middleware, once authenticated, so a
+/// refusal (403) can be recorded in the principal's tenant log.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSlot(std::sync::Arc<std::sync::OnceLock<Principal>>);
+
+impl AuthSlot {
+    /// The principal, if the request authenticated.
+    #[must_use]
+    pub fn principal(&self) -> Option<&Principal> {
+        self.0.get()
+    }
+}
+
 /// The client's address as seen on the socket.
 pub fn client_address(parts: &Parts) -> String {
     parts
@@ -156,6 +169,9 @@ impl FromRequestParts<AppState> for Caller {
         span.record("principal", principal.id_str());
         if let Some(tenant) = principal.tenant_id() {
             span.record("tenant", tenant.as_str());
+        }
+        if let Some(slot) = parts.extensions.get::<AuthSlot>() {
+            let _ = slot.0.set(principal.clone());
         }
         let caller = Caller(principal);
         parts.extensions.insert(caller.clone());

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{admin, health, identity, sessions};
+use crate::routes::{admin, audit, health, identity, sessions};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::state::AppState;
         (name = "health", description = "Liveness, readiness, metrics and this document"),
         (name = "identity", description = "Who is calling; users, agents and API keys of the caller's tenant"),
         (name = "sessions", description = "Console login and logout"),
+        (name = "audit", description = "The tenant's tamper-evident audit log: export, entries, checkpoints, proofs, keys"),
         (name = "admin", description = "Platform operators: tenants"),
     ),
     components(schemas(crate::problem::Problem)),
@@ -71,6 +72,13 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(identity::get_key, identity::revoke_key))
         .routes(routes!(sessions::login))
         .routes(routes!(sessions::current, sessions::logout))
+        .routes(routes!(audit::export))
+        .routes(routes!(audit::entries))
+        .routes(routes!(audit::checkpoint))
+        .routes(routes!(audit::inclusion))
+        .routes(routes!(audit::consistency))
+        .routes(routes!(audit::keys))
+        .routes(routes!(audit::rotate))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
         .split_for_parts()
 }

@@ -267,6 +267,60 @@ impl State {
         }
     }
 
+    /// Brings the head, frontier and last checkpoint up to what is committed: another
+    /// process on the same data directory (the command line beside the server) may have
+    /// appended since. Runs inside the write transaction, so nothing can append meanwhile.
+    async fn catch_up(&mut self, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<(), StoreError> {
+        let checkpoint_row =
+            sqlx::query("SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        let latest = match checkpoint_row {
+            Some(row) => Some(SignedCheckpoint {
+                size: u64::try_from(row.try_get::<i64, _>("size")?)
+                    .map_err(|e| StoreError::corrupt("audit_checkpoints", e))?,
+                root: hash_column(&row, "root")?,
+                note: row.try_get("note")?,
+            }),
+            None => None,
+        };
+        let next = i64::try_from(self.head.next_index).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let rows =
+            sqlx::query("SELECT idx, chain_hash, leaf_hash FROM audit_entries WHERE idx >= $1 ORDER BY idx")
+                .bind(next)
+                .fetch_all(&mut **tx)
+                .await?;
+        for row in &rows {
+            let idx: i64 = row.try_get("idx")?;
+            if u64::try_from(idx).ok() != Some(self.head.next_index) {
+                return Err(StoreError::corrupt(
+                    "audit_entries",
+                    format!("entry {} is missing", self.head.next_index),
+                ));
+            }
+            self.frontier.push(hash_column(row, "leaf_hash")?);
+            self.head = ChainHead {
+                next_index: self.head.next_index + 1,
+                last_chain_hash: hash_column(row, "chain_hash")?,
+            };
+            if let Some(checkpoint) = &latest
+                && checkpoint.size == self.frontier.size()
+                && checkpoint.root != self.frontier.root()
+            {
+                return Err(StoreError::corrupt(
+                    "audit_entries",
+                    "the entries do not match the latest signed checkpoint",
+                ));
+            }
+        }
+        if let Some(latest) = latest
+            && self.last_checkpoint.as_ref().is_none_or(|c| c.size < latest.size)
+        {
+            self.last_checkpoint = Some(latest);
+        }
+        Ok(())
+    }
+
     /// Seals and inserts `events`, signs a checkpoint if one is due (or `force`d and the log
     /// has grown or has none yet), and commits, all in one transaction.
     async fn commit(
@@ -274,6 +328,11 @@ impl State {
         events: Vec<Event>,
         force_checkpoint: bool,
     ) -> Result<Vec<Appended>, StoreError> {
+        if events.is_empty() && !force_checkpoint && !self.needs_checkpoint(1) {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.db.begin_write().await?;
+        self.catch_up(&mut tx).await?;
         let mut head = self.head;
         let mut frontier = self.frontier.clone();
         let mut sealed: Vec<SealedEntry> = Vec::with_capacity(events.len());
@@ -283,9 +342,11 @@ impl State {
             sealed.push(entry);
         }
         let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.size);
+        let grown = frontier.size() > covered || self.last_checkpoint.is_none();
         let due = frontier.size() >= covered + self.options.checkpoint_every
-            || (force_checkpoint && (frontier.size() > covered || self.last_checkpoint.is_none()));
+            || ((force_checkpoint || sealed.is_empty()) && grown);
         if sealed.is_empty() && !due {
+            tx.rollback().await?;
             return Ok(Vec::new());
         }
         let checkpoint = if due {
@@ -296,7 +357,6 @@ impl State {
             None
         };
 
-        let mut tx = self.db.pool().begin().await?;
         for chunk in sealed.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from(
                 "INSERT INTO audit_entries (idx, time_ms, type, actor_kind, actor_id, canonical, chain_hash, leaf_hash) VALUES ",

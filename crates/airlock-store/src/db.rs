@@ -97,6 +97,15 @@ impl Database {
         migrator.run(&self.pool).await.map_err(|source| StoreError::Migration { source })
     }
 
+    /// Begins a transaction that holds the database's write lock from its first statement,
+    /// so what it reads cannot be changed by another writer (another Airlock process on the
+    /// same data directory) before it commits.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
     /// Runs a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -1,8 +1,9 @@
 //! Command-line parsing and the commands themselves.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 
+use airlock_audit::{Checkpoint, NoteVerifier};
 use airlock_server::config::{self, RawConfig, RawServer};
 use airlock_server::{Application, Config, Mode};
 use airlock_store::{KeyOwner, NewUser, Principal, Store, TenantScope};
@@ -45,8 +46,58 @@ enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Export, verify and inspect tenants' tamper-evident audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print the OpenAPI 3.1 document.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Write a tenant's verifiable export (JSON Lines): a signed header, every entry and
+    /// every checkpoint.
+    Export {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Verify an export offline, with the tenant's public key(s) alone: no server, no
+    /// database. Exits 0 with a one-line summary when the log holds; otherwise names the
+    /// first broken entry and exits 1.
+    Verify {
+        /// The export file.
+        file: PathBuf,
+        /// A verifier key (`name+keyid+base64`), or `@FILE` holding one per line. Repeat for
+        /// rotated keys.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// A signed checkpoint obtained separately (from `GET /v1/audit/checkpoint`): the
+        /// export must contain and extend it, which detects a rolled-back export.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Print a tenant's verifier keys, current first.
+    Keys {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print a signed checkpoint covering every entry of a tenant's log.
+    Checkpoint {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Retire a tenant's signing key and start signing with a new one.
+    RotateKey {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +288,15 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => serve(load_config(&cli, Some(args))?).await,
+        Command::Audit(AuditCommand::Verify { file, keys, checkpoint }) => {
+            verify(file, keys, checkpoint.as_deref())
+        }
+        Command::Audit(command) => {
+            let store = open_store(&load_config(&cli, None)?).await?;
+            let result = audit(&store, command).await;
+            store.close().await;
+            result
+        }
         Command::Openapi => {
             println!("{}", airlock_server::openapi_document());
             Ok(())
@@ -510,6 +570,96 @@ async fn key(store: &Store, command: &KeyCommand) -> anyhow::Result<()> {
                 return print_json(&key);
             }
             println!("revoked API key {}", key.id);
+        }
+    }
+    Ok(())
+}
+
+fn read_keys(keys: &[String]) -> anyhow::Result<Vec<NoteVerifier>> {
+    let mut out = Vec::new();
+    for key in keys {
+        let text = match key.strip_prefix('@') {
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read key file `{path}`"))?
+            }
+            None => key.clone(),
+        };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            out.push(NoteVerifier::parse(line).with_context(|| format!("`{line}`"))?);
+        }
+    }
+    Ok(out)
+}
+
+fn verify(
+    file: &std::path::Path,
+    keys: &[String],
+    checkpoint: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let verifiers = read_keys(keys)?;
+    let expected = match checkpoint {
+        Some(path) => {
+            let note =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+            Some(
+                Checkpoint::verify(&note, &verifiers)
+                    .context("the given checkpoint does not verify with the given keys")?,
+            )
+        }
+        None => None,
+    };
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("cannot open `{}`", file.display()))?,
+    );
+    match airlock_audit::verify_export(reader, &verifiers, expected.as_ref()) {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(())
+        }
+        Err(error) => bail!("the audit log does not verify: {error}"),
+    }
+}
+
+async fn audit(store: &Store, command: &AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Export { tenant, output } => {
+            let scope = scope(store, tenant).await?;
+            let mut out: Box<dyn std::io::Write> = match output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create `{}`", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let (header, size) = store.audit_export_begin(&scope, "jsonl").await?;
+            writeln!(out, "{header}")?;
+            let mut from = 0;
+            while from < size {
+                for line in store.audit_export_page(&scope, from, size, 1000).await? {
+                    writeln!(out, "{line}")?;
+                }
+                from += 1000;
+                if output.is_some() {
+                    eprint!("\rexported {} of {size} entries", from.min(size));
+                }
+            }
+            out.flush()?;
+            if output.is_some() {
+                eprintln!();
+            }
+        }
+        AuditCommand::Verify { .. } => {}
+        AuditCommand::Keys { tenant } => {
+            for key in store.audit_keys(&scope(store, tenant).await?).await? {
+                println!("{}", key.verifier);
+            }
+        }
+        AuditCommand::Checkpoint { tenant } => {
+            print!("{}", store.audit_checkpoint(&scope(store, tenant).await?).await?.note);
+        }
+        AuditCommand::RotateKey { tenant } => {
+            let key = store.rotate_signing_key(&scope(store, tenant).await?).await?;
+            println!("signing key {} is now current: {}", key.version, key.verifier);
         }
     }
     Ok(())
