@@ -46,10 +46,15 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut child = airlock(data_dir)
             .args(["serve", "--port", &port.to_string()])
             .env("AIRLOCK_LOG__LEVEL", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -417,6 +422,166 @@ fn logs_are_json_lines_with_request_context_and_never_a_secret() {
     assert_eq!(authenticated["span"]["principal"].as_str().map(|p| p.starts_with("agt_")), Some(true));
     assert_eq!(authenticated["span"]["request_id"].as_str().map(str::len), Some(32));
     assert!(lines.iter().any(|l| l["message"] == "authentication refused" && l["reason"] == "unknown"));
+}
+
+#[test]
+fn every_acknowledged_entry_survives_a_sigkill_under_load_and_the_log_verifies() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Lift the per-principal rate limit: this test is about durability under load.
+    let server = Server::start_with(&data, &[("AIRLOCK_AUTH__REQUESTS_PER_SECOND", "1000000")]);
+    ok_json(
+        &data,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "default",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "admin",
+            "--role",
+            "auditor",
+        ],
+    );
+    let admin = ok_json(&data, &["key", "create", "--tenant", "default", "--user", "ops@example.com"]);
+    let key = admin["secret"].as_str().unwrap().to_owned();
+
+    // Eight clients create agents as fast as they can; each 201 means the agent's audit entry
+    // was durable before the answer was sent.
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let (base, key, acknowledged, stop) =
+                (server.base.clone(), key.clone(), acknowledged.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let client =
+                    reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let sent = client
+                        .post(format!("{base}/v1/agents"))
+                        .bearer_auth(&key)
+                        .json(&serde_json::json!({"name": format!("w{worker}-{n}")}))
+                        .send();
+                    match sent {
+                        Ok(response) if response.status().as_u16() == 201 => {
+                            let body: Value = response.json().unwrap();
+                            acknowledged.lock().unwrap().push(body["id"].as_str().unwrap().to_owned());
+                        }
+                        Ok(response) => panic!("unexpected status {}", response.status()),
+                        Err(_) => break, // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL, mid-stream
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    drop(server);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 50, "too little load to mean anything: {}", acknowledged.len());
+    eprintln!("{} writes acknowledged before SIGKILL", acknowledged.len());
+
+    // Restart, then export and verify offline with the published key.
+    let server = Server::start(&data);
+    let export = dir.path().join("export.jsonl");
+    let output =
+        run(&data, &["audit", "export", "--tenant", "default", "--output", export.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let keys = run(&data, &["audit", "keys", "--tenant", "default"]);
+    let key_file = dir.path().join("keys.txt");
+    std::fs::write(&key_file, &keys.stdout).unwrap();
+    let verified = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "verify", export.to_str().unwrap(), "--key", &format!("@{}", key_file.display())])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let summary = String::from_utf8_lossy(&verified.stdout);
+    assert!(summary.starts_with("ok: "), "{summary}");
+
+    let text = std::fs::read_to_string(&export).unwrap();
+    let recorded: std::collections::HashSet<String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["type"] == "agent.created")
+        .filter_map(|entry| entry["subject"]["agent"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = acknowledged.iter().filter(|id| !recorded.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged entries are missing",
+        missing.len(),
+        acknowledged.len()
+    );
+    drop(server);
+}
+
+#[test]
+fn the_audit_log_exports_and_verifies_offline_and_names_a_tampered_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok_json(&data, &["tenant", "create", "acme"]);
+    ok_json(&data, &["agent", "create", "--tenant", "acme", "bot"]);
+    ok_json(&data, &["key", "create", "--tenant", "acme", "--agent", "bot"]);
+    let export = dir.path().join("export.jsonl");
+    assert!(
+        run(&data, &["audit", "export", "--tenant", "acme", "-o", export.to_str().unwrap()]).status.success()
+    );
+    let keys = String::from_utf8(run(&data, &["audit", "keys", "--tenant", "acme"]).stdout).unwrap();
+    let key = keys.lines().next().unwrap().to_owned();
+
+    // Verification is offline: no data directory, no configuration, only the file and key.
+    let verify = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .current_dir(dir.path())
+            .args(["audit", "verify"])
+            .arg(file)
+            .args(["--key", &key])
+            .output()
+            .unwrap()
+    };
+    let good = verify(&export);
+    assert!(good.status.success(), "{}", stderr(&good));
+    assert!(
+        String::from_utf8_lossy(&good.stdout).starts_with("ok: 4 entries"),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+
+    let text = std::fs::read_to_string(&export).unwrap();
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, text.replacen("\"name\":\"bot\"", "\"name\":\"bob\"", 1)).unwrap();
+    let bad = verify(&tampered);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("entry 1,"), "{}", stderr(&bad));
+
+    let truncated = dir.path().join("truncated.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&truncated, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    assert_eq!(verify(&truncated).status.code(), Some(1));
+
+    let wrong_key = "airlock/x+00000000+AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let refused = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "verify"])
+        .arg(&export)
+        .args(["--key", wrong_key])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
 }
 
 #[test]
