@@ -23,7 +23,7 @@ pub fn to_canonical(value: &Value) -> Result<String, CanonicalError> {
     Ok(out)
 }
 
-fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
+pub(crate) fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -48,39 +48,69 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), CanonicalError> {
             }
             out.push(']');
         }
-        Value::Object(members) => {
-            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
-            sorted.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (i, (name, member)) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, name);
-                out.push(':');
-                write_value(out, member)?;
-            }
-            out.push('}');
-        }
+        Value::Object(members) => write_object(out, members.iter())?,
     }
     Ok(())
 }
 
-fn write_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
+/// Writes an object's members sorted by the UTF-16 code units of their names.
+pub(crate) fn write_object<'a>(
+    out: &mut String,
+    members: impl Iterator<Item = (&'a String, &'a Value)>,
+) -> Result<(), CanonicalError> {
+    let mut sorted: Vec<(&String, &Value)> = members.collect();
+    sort_members(&mut sorted);
+    out.push('{');
+    for (i, (name, member)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
+        write_string(out, name);
+        out.push(':');
+        write_value(out, member)?;
     }
+    out.push('}');
+    Ok(())
+}
+
+/// Sorts members by the UTF-16 code units of their names (RFC 8785 §3.2.3). For names of
+/// ASCII only, as almost all are, byte order is the same and cheaper.
+pub(crate) fn sort_members<T>(members: &mut [(&String, T)]) {
+    if members.iter().all(|(name, _)| name.is_ascii()) {
+        members.sort_unstable_by_key(|(name, _)| *name);
+    } else {
+        members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+    }
+}
+
+/// Writes a string with RFC 8785's minimal escaping, copying runs of characters that need
+/// none in one go.
+pub(crate) fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices end on character boundaries.
+        out.push_str(s.get(start..i).unwrap_or_default());
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 

@@ -90,41 +90,71 @@ pub enum EntryError {
 }
 
 impl Entry {
-    /// The canonical JSON, with or without the `chain_hash` member. Members are written in
-    /// RFC 8785 order (`actor`, `chain_hash`, `index`, `metadata`, `prev`, `subject`,
-    /// `time`, `type`) directly from the struct, which keeps verification fast.
-    pub fn canonical(&self, with_chain_hash: bool) -> Result<String, EntryError> {
-        let mut out = String::with_capacity(256);
-        out.push_str("{\"actor\":");
-        out.push_str(&canonical::to_canonical(
-            &serde_json::json!({"id": self.actor.id, "kind": self.actor.kind}),
-        )?);
-        if with_chain_hash {
-            out.push_str(",\"chain_hash\":");
-            out.push_str(&canonical::to_canonical(&Value::String(self.chain_hash.clone()))?);
-        }
+    /// The canonical JSON with the `chain_hash` member, and the byte range of that member
+    /// (with its leading comma) within it. Members are written in RFC 8785 order (`actor`,
+    /// `chain_hash`, `index`, `metadata`, `prev`, `subject`, `time`, `type`) straight from
+    /// the struct, in one pass, which keeps verification fast.
+    fn canonical_with_span(&self) -> Result<(String, std::ops::Range<usize>), EntryError> {
+        let mut out = String::with_capacity(320);
+        out.push_str("{\"actor\":{\"id\":");
+        canonical::write_string(&mut out, &self.actor.id);
+        out.push_str(",\"kind\":");
+        canonical::write_string(&mut out, &self.actor.kind);
+        out.push('}');
+        let span_start = out.len();
+        out.push_str(",\"chain_hash\":");
+        canonical::write_string(&mut out, &self.chain_hash);
+        let span = span_start..out.len();
         out.push_str(",\"index\":");
         out.push_str(&self.index.to_string());
         out.push_str(",\"metadata\":");
-        out.push_str(&canonical::to_canonical(&Value::Object(self.metadata.clone()))?);
+        canonical::write_object(&mut out, self.metadata.iter())?;
         out.push_str(",\"prev\":");
-        out.push_str(&canonical::to_canonical(&Value::String(self.prev.clone()))?);
-        out.push_str(",\"subject\":");
-        let subject: Map<String, Value> =
-            self.subject.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-        out.push_str(&canonical::to_canonical(&Value::Object(subject))?);
-        out.push_str(",\"time\":");
-        out.push_str(&canonical::to_canonical(&Value::String(self.time.clone()))?);
+        canonical::write_string(&mut out, &self.prev);
+        out.push_str(",\"subject\":{");
+        let mut subject: Vec<(&String, &String)> = self.subject.iter().collect();
+        canonical::sort_members(&mut subject);
+        for (i, (name, value)) in subject.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            canonical::write_string(&mut out, name);
+            out.push(':');
+            canonical::write_string(&mut out, value);
+        }
+        out.push_str("},\"time\":");
+        canonical::write_string(&mut out, &self.time);
         out.push_str(",\"type\":");
-        out.push_str(&canonical::to_canonical(&Value::String(self.event_type.clone()))?);
+        canonical::write_string(&mut out, &self.event_type);
         out.push('}');
-        Ok(out)
+        Ok((out, span))
+    }
+
+    /// The canonical JSON, with or without the `chain_hash` member.
+    pub fn canonical(&self, with_chain_hash: bool) -> Result<String, EntryError> {
+        let (mut text, span) = self.canonical_with_span()?;
+        if !with_chain_hash {
+            text.replace_range(span, "");
+        }
+        Ok(text)
     }
 
     /// The chain hash this entry's contents and `prev` imply.
     pub fn compute_chain_hash(&self) -> Result<Hash, EntryError> {
+        Ok(self.hashes()?.0)
+    }
+
+    /// In one pass: the chain hash the contents and `prev` imply, the canonical text as the
+    /// entry stands (with its stated chain hash), and that text's Merkle leaf hash.
+    pub fn hashes(&self) -> Result<(Hash, String, Hash), EntryError> {
         let prev = Hash::from_hex(&self.prev).ok_or(EntryError::BadHash("prev"))?;
-        Ok(Hash::of(&[self.canonical(false)?.as_bytes(), &prev.0]))
+        let (text, span) = self.canonical_with_span()?;
+        let bytes = text.as_bytes();
+        let before = bytes.get(..span.start).unwrap_or_default();
+        let after = bytes.get(span.end..).unwrap_or_default();
+        let chain = Hash::of(&[before, after, &prev.0]);
+        let leaf = merkle::leaf_hash(bytes);
+        Ok((chain, text, leaf))
     }
 }
 
@@ -153,9 +183,15 @@ impl ChainHead {
             prev: self.last_chain_hash.to_hex(),
             chain_hash: String::new(),
         };
-        let chain_hash = Hash::of(&[entry.canonical(false)?.as_bytes(), &self.last_chain_hash.0]);
+        let (mut canonical, span) = entry.canonical_with_span()?;
+        let bytes = canonical.as_bytes();
+        let chain_hash = Hash::of(&[
+            bytes.get(..span.start).unwrap_or_default(),
+            bytes.get(span.end..).unwrap_or_default(),
+            &self.last_chain_hash.0,
+        ]);
         entry.chain_hash = chain_hash.to_hex();
-        let canonical = entry.canonical(true)?;
+        canonical.replace_range(span, &format!(",\"chain_hash\":\"{}\"", entry.chain_hash));
         let leaf_hash = merkle::leaf_hash(canonical.as_bytes());
         self.next_index += 1;
         self.last_chain_hash = chain_hash;

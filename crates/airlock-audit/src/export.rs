@@ -183,23 +183,17 @@ pub fn verify_export(
         if entry.index != next {
             return fail(line_no, Some(next), format!("expected entry {next}, found entry {}", entry.index));
         }
-        if entry.prev != prev.to_hex() {
+        if Hash::from_hex(&entry.prev) != Some(prev) {
             return fail(line_no, Some(next), "`prev` does not match the previous entry's chain hash");
         }
-        let computed = entry.compute_chain_hash().map_err(|e| VerifyError {
+        let (computed, _, leaf) = entry.hashes().map_err(|e| VerifyError {
             line: line_no,
             index: Some(next),
             problem: e.to_string(),
         })?;
-        if computed.to_hex() != entry.chain_hash {
+        if Hash::from_hex(&entry.chain_hash) != Some(computed) {
             return fail(line_no, Some(next), "the chain hash does not match the entry's contents");
         }
-        let canonical = entry.canonical(true).map_err(|e| VerifyError {
-            line: line_no,
-            index: Some(next),
-            problem: e.to_string(),
-        })?;
-        let leaf = merkle::leaf_hash(canonical.as_bytes());
         frontier.push(leaf);
         if keep_leaves {
             leaves.push(leaf);

@@ -20,7 +20,7 @@ fn event(i: u64) -> Event {
     metadata.insert("reason".into(), Value::from(format!("reason {i} \"quoted\" é")));
     Event {
         time: format!("2026-11-22T10:00:{:02}.{:03}Z", i % 60, i % 1000),
-        event_type: if i % 2 == 0 { "key.created".into() } else { "auth.login_failed".into() },
+        event_type: if i.is_multiple_of(2) { "key.created".into() } else { "auth.login_failed".into() },
         actor: Actor { kind: "user".into(), id: format!("usr_{i:032x}") },
         subject: BTreeMap::from([("key".to_owned(), format!("key_{i}"))]),
         metadata,

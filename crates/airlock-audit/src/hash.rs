@@ -14,11 +14,7 @@ impl Hash {
     /// SHA-256 of the concatenation of `parts`.
     #[must_use]
     pub fn of(parts: &[&[u8]]) -> Self {
-        let mut data = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for part in parts {
-            data.extend_from_slice(part);
-        }
-        Hash(airlock_crypto::sha256(&data).0)
+        Hash(airlock_crypto::sha256_parts(parts).0)
     }
 
     /// Lowercase hex.
@@ -27,9 +23,13 @@ impl Hash {
         hex::encode(self.0)
     }
 
-    /// Parses 64 hex digits.
+    /// Parses 64 lowercase hex digits. Uppercase is refused: the canonical spelling is the
+    /// only one, so an entry cannot be altered by changing a hash's case.
     #[must_use]
     pub fn from_hex(text: &str) -> Option<Self> {
+        if !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(text, &mut bytes).ok()?;
         Some(Hash(bytes))
@@ -58,5 +58,18 @@ impl Hash {
 impl std::fmt::Debug for Hash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_hex())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lowercase_hex_parses() {
+        let hash = Hash::of(&[b"x"]);
+        assert_eq!(Hash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(Hash::from_hex(&hash.to_hex().to_uppercase()), None);
+        assert_eq!(Hash::from_hex("00"), None);
     }
 }

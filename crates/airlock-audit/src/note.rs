@@ -215,7 +215,7 @@ mod tests {
         let (vkey, note) = spec_example();
         let verifier = NoteVerifier::parse(&vkey).unwrap();
         assert_eq!(verifier.to_string(), vkey, "the verifier key round-trips");
-        assert_eq!(verify(&note, &[verifier.clone()]).unwrap(), "This is an example message.\n");
+        assert_eq!(verify(&note, std::slice::from_ref(&verifier)).unwrap(), "This is an example message.\n");
         let tampered = note.replacen("example message", "example massage", 1);
         assert_eq!(verify(&tampered, &[verifier]), Err(NoteError::BadSignature("example.com/foo".into())));
     }

@@ -45,6 +45,17 @@ pub fn sha256(data: &[u8]) -> Digest {
     Digest(Sha256::digest(data).into())
 }
 
+/// SHA-256 of the concatenation of `parts`, without copying them together.
+#[must_use]
+pub fn sha256_parts(parts: &[&[u8]]) -> Digest {
+    use sha2::Digest as _;
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    Digest(hasher.finalize().into())
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 #[must_use]
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -104,13 +104,14 @@ pub struct EntriesQuery {
 
 fn parse_time(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     use time::format_description::well_known::Rfc3339;
+    // Rounded up to the millisecond: entries carry milliseconds, so `since` (inclusive) and
+    // `until` (exclusive) both compare correctly against a time given more precisely.
     value
         .map(|text| {
             time::OffsetDateTime::parse(text, &Rfc3339)
                 .map(|t| {
-                    Timestamp::from_millis(
-                        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
-                    )
+                    let millis = (t.unix_timestamp_nanos() + 999_999).div_euclid(1_000_000);
+                    Timestamp::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
                 })
                 .map_err(|_| bad(format!("`{name}` must be an RFC 3339 time such as `2026-11-22T10:00:00Z`")))
         })
@@ -134,21 +135,14 @@ fn csv_field(value: &str) -> String {
 
 fn csv_row(canonical: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(canonical).unwrap_or_default();
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
+    let text = |pointer: &str| match value.pointer(pointer) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     };
-    let fields = [
-        text(&value["index"]),
-        text(&value["time"]),
-        text(&value["type"]),
-        text(&value["actor"]["kind"]),
-        text(&value["actor"]["id"]),
-        text(&value["subject"]),
-        text(&value["metadata"]),
-        text(&value["chain_hash"]),
-    ];
+    let fields =
+        ["/index", "/time", "/type", "/actor/kind", "/actor/id", "/subject", "/metadata", "/chain_hash"]
+            .map(text);
     let mut row = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
     row.push_str("\r\n");
     row

@@ -1,5 +1,6 @@
 //! The API's behaviour, one module per concern.
 
+mod audit;
 mod auth;
 mod headers;
 mod health;
