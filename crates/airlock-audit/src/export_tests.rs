@@ -101,6 +101,26 @@ fn a_rewritten_chain_is_caught_by_the_signed_checkpoints() {
 }
 
 #[test]
+fn an_equivalent_but_non_canonical_entry_is_refused_at_that_entry() {
+    let (mut lines, _) = export(6, 3);
+    // Same JSON value, one extra space: not the bytes that were hashed and signed.
+    lines[2] = lines[2].replacen("{\"actor\":", "{\"actor\": ", 1);
+    let err = check(&lines).unwrap_err();
+    assert_eq!(err.index, Some(1), "{err}");
+    // Re-ordering members is refused too, even with the chain hash recomputed over the new
+    // bytes: the signed checkpoint binds the exact line.
+    let (mut lines, _) = export(6, 3);
+    let value: Value = serde_json::from_str(&lines[3]).unwrap();
+    let mut reordered = serde_json::to_string(&value["type"]).unwrap();
+    reordered = format!(
+        "{{\"type\":{reordered},{}",
+        &lines[3][1..].replacen(&format!(",\"type\":{}", value["type"]), "", 1)
+    );
+    lines[3] = reordered;
+    assert!(check(&lines).is_err());
+}
+
+#[test]
 fn a_rollback_is_caught_with_an_independently_obtained_checkpoint() {
     let (full, _) = export(12, 4);
     let (old, _) = export(8, 4);

@@ -3,6 +3,23 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+/// Lowercase hex digit values; 0x80 marks every other byte.
+#[expect(clippy::indexing_slicing, reason = "constant evaluation checks these indices at compile time")]
+static NIBBLE: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A SHA-256 hash.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hash(pub [u8; 32]);
@@ -26,13 +43,21 @@ impl Hash {
     /// Parses 64 lowercase hex digits. Uppercase is refused: the canonical spelling is the
     /// only one, so an entry cannot be altered by changing a hash's case.
     #[must_use]
+    #[expect(clippy::indexing_slicing, reason = "a u8 always indexes a 256-entry table")]
     pub fn from_hex(text: &str) -> Option<Self> {
-        if !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        let digits = text.as_bytes();
+        if digits.len() != 64 {
             return None;
         }
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text, &mut bytes).ok()?;
-        Some(Hash(bytes))
+        let mut invalid = 0u8;
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let [high, low] = pair else { return None };
+            let (h, l) = (NIBBLE[usize::from(*high)], NIBBLE[usize::from(*low)]);
+            invalid |= (h | l) & 0x80;
+            *byte = (h << 4) | (l & 0x0f);
+        }
+        (invalid == 0).then_some(Hash(bytes))
     }
 
     /// Standard base64 (as checkpoints and the RFC 6962 vectors write hashes).
