@@ -2,7 +2,12 @@
 //! console sessions, and authentication of each.
 //!
 //! Secrets are never stored: API keys and session tokens as keyed hashes, passwords as
-//! Argon2id hashes. Every lookup that a guessed credential can reach runs in time that does
+//! Argon2id hashes.
+//!
+//! Every change is recorded in the tenant's audit log while its control-plane transaction is
+//! still open, and committed only once the entry is durable: a change can never stand
+//! without its entry. (A failure of the final commit leaves an entry for a change that did
+//! not happen, the side an auditor prefers to err on.) Every lookup that a guessed credential can reach runs in time that does
 //! not depend on whether the credential exists.
 
 use airlock_crypto::{Digest, PasswordHash, SecretToken, TokenKind, hash_password, verify_password};
@@ -243,12 +248,17 @@ impl Store {
         // The tenant's database exists before the tenant is visible: a tenant row always has
         // a database behind it.
         self.inner.tenants.create(&tenant.id).await?;
-        tx.commit().await?;
         self.inner.deks.lock().await.insert(tenant.id.clone(), std::sync::Arc::new(dek));
         let scope = TenantScope::for_operator(tenant.id.clone(), tenant.slug.clone(), by);
         let mut metadata = Map::new();
         metadata.insert("slug".into(), Value::from(tenant.slug.as_str()));
-        self.record(&scope, "tenant.created", &[("tenant", tenant.id.as_str())], metadata).await?;
+        let recorded =
+            self.record(&scope, "tenant.created", &[("tenant", tenant.id.as_str())], metadata).await;
+        if let Err(error) = recorded {
+            self.inner.deks.lock().await.remove(&tenant.id);
+            return Err(error);
+        }
+        tx.commit().await?;
         Ok(tenant)
     }
 
@@ -335,7 +345,12 @@ impl Store {
                 id
             }
         };
-        self.insert_key(None, KeyOwner::Operator(id), &format!("operator {name}"), expires_at).await
+        let mut tx = self.control().pool().begin().await?;
+        let created = self
+            .insert_key(&mut tx, None, KeyOwner::Operator(id), &format!("operator {name}"), expires_at)
+            .await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     // ---- users ---------------------------------------------------------------------
@@ -351,6 +366,7 @@ impl Store {
             Some(password) => Some(hash_password(password).map_err(|e| StoreError::Invalid(e.to_string()))?),
             None => None,
         };
+        self.tenant_db(scope).await?;
         let user = User {
             id: UserId::generate(),
             email: new.email,
@@ -380,11 +396,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
         let mut metadata = Map::new();
         metadata.insert("roles".into(), roles_value(&user.roles));
         metadata.insert("console_login".into(), Value::from(password_hash.is_some()));
         self.record(scope, "user.created", &[("user", user.id.as_str())], metadata).await?;
+        tx.commit().await?;
         Ok(user)
     }
 
@@ -440,6 +456,7 @@ impl Store {
         if roles.is_empty() {
             return Err(StoreError::Invalid("a user needs at least one role".into()));
         }
+        self.tenant_db(scope).await?;
         let mut tx = self.control().pool().begin().await?;
         let found: Option<String> =
             sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND tenant_id = $2")
@@ -458,10 +475,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
         let mut metadata = Map::new();
         metadata.insert("roles".into(), roles_value(roles));
         self.record(scope, "user.roles_changed", &[("user", id.as_str())], metadata).await?;
+        tx.commit().await?;
         self.get_user(scope, id).await
     }
 
@@ -502,6 +519,8 @@ impl Store {
             description: description.to_owned(),
             created_at: Timestamp::now(),
         };
+        self.tenant_db(scope).await?;
+        let mut tx = self.control().pool().begin().await?;
         sqlx::query(
             "INSERT INTO agents (id, tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -510,12 +529,13 @@ impl Store {
         .bind(agent.name.as_str())
         .bind(agent.description.as_str())
         .bind(agent.created_at.as_millis())
-        .execute(self.control().pool())
+        .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_on_unique(e, || format!("an agent named `{name}`")))?;
         let mut metadata = Map::new();
         metadata.insert("name".into(), Value::from(agent.name.as_str()));
         self.record(scope, "agent.created", &[("agent", agent.id.as_str())], metadata).await?;
+        tx.commit().await?;
         Ok(agent)
     }
 
@@ -589,7 +609,9 @@ impl Store {
                 return Err(StoreError::Forbidden("operator keys belong to no tenant".into()));
             }
         }
-        let created = self.insert_key(Some(scope.tenant_id()), owner, name, expires_at).await?;
+        self.tenant_db(scope).await?;
+        let mut tx = self.control().pool().begin().await?;
+        let created = self.insert_key(&mut tx, Some(scope.tenant_id()), owner, name, expires_at).await?;
         let (owner_kind, owner_id) = owner_parts(&created.key.owner);
         let mut metadata = Map::new();
         metadata.insert("owner_kind".into(), Value::from(owner_kind));
@@ -599,11 +621,13 @@ impl Store {
         );
         self.record(scope, "key.created", &[("key", created.key.id.as_str()), ("owner", owner_id)], metadata)
             .await?;
+        tx.commit().await?;
         Ok(created)
     }
 
     async fn insert_key(
         &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         tenant: Option<&TenantId>,
         owner: KeyOwner,
         name: &str,
@@ -632,7 +656,7 @@ impl Store {
         .bind(secret.hash(self.hasher()).as_bytes().to_vec())
         .bind(now.as_millis())
         .bind(expires_at.map(Timestamp::as_millis))
-        .execute(self.control().pool())
+        .execute(&mut **tx)
         .await?;
         let key = ApiKey {
             id,
@@ -672,22 +696,25 @@ impl Store {
     /// Revokes an API key of the scope's tenant. Revoking a revoked key changes nothing and
     /// returns the key as it is.
     pub async fn revoke_api_key(&self, scope: &TenantScope, id: &ApiKeyId) -> Result<ApiKey, StoreError> {
+        let key = self.get_api_key(scope, id).await?;
+        self.tenant_db(scope).await?;
+        let mut tx = self.control().pool().begin().await?;
         let changed = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
         )
         .bind(Timestamp::now().as_millis())
         .bind(id.as_str())
         .bind(scope.tenant_id().as_str())
-        .execute(self.control().pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        let key = self.get_api_key(scope, id).await?;
         if changed > 0 {
             let (_, owner_id) = owner_parts(&key.owner);
             self.record(scope, "key.revoked", &[("key", id.as_str()), ("owner", owner_id)], Map::new())
                 .await?;
         }
-        Ok(key)
+        tx.commit().await?;
+        self.get_api_key(scope, id).await
     }
 
     /// Authenticates a presented API key.

@@ -247,3 +247,24 @@ async fn identity_changes_are_recorded_with_their_actor() {
     let by_type = AuditFilter { event_type: Some("key.".into()), ..AuditFilter::default() };
     assert_eq!(store.audit_entries(&scope, &by_type, None, 100).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_change_whose_entry_cannot_be_recorded_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scope, db_path) = {
+        let store = open(dir.path(), 1).await;
+        let scope = tenant(&store, "acme").await;
+        store.close().await;
+        (scope.clone(), dir.path().join("tenants").join(format!("{}.sqlite", scope.tenant_id())))
+    };
+    // Alter the log underneath Airlock, so its writer refuses to extend it.
+    let db = airlock_store::Database::open_sqlite(&db_path, false, 1).await.unwrap();
+    db.execute_raw("DROP TRIGGER audit_entries_no_update").await.unwrap();
+    db.execute_raw("UPDATE audit_entries SET leaf_hash = zeroblob(32) WHERE idx = 0").await.unwrap();
+    db.close().await;
+
+    let store = open(dir.path(), 1).await;
+    let err = store.create_agent(&scope, &AgentName::parse("bot").unwrap(), "").await.unwrap_err();
+    assert!(err.to_string().contains("signed checkpoint"), "{err}");
+    assert!(store.list_agents(&scope).await.unwrap().is_empty(), "the agent was created without its entry");
+}
