@@ -288,44 +288,31 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => serve(load_config(&cli, Some(args))?).await,
-        Command::Audit(AuditCommand::Verify { file, keys, checkpoint }) => {
-            verify(file, keys, checkpoint.as_deref())
-        }
-        Command::Audit(command) => {
-            let store = open_store(&load_config(&cli, None)?).await?;
-            let result = audit(&store, command).await;
-            store.close().await;
-            result
-        }
         Command::Openapi => {
             println!("{}", airlock_server::openapi_document());
             Ok(())
         }
-        Command::Tenant(command) => {
-            let store = open_store(&load_config(&cli, None)?).await?;
-            let result = tenant(&store, command).await;
-            store.close().await;
-            result
+        // Offline: no configuration, no data directory.
+        Command::Audit(AuditCommand::Verify { file, keys, checkpoint }) => {
+            verify(file, keys, checkpoint.as_deref())
         }
-        Command::User(command) => {
-            let store = open_store(&load_config(&cli, None)?).await?;
-            let result = user(&store, command).await;
-            store.close().await;
-            result
-        }
-        Command::Agent(command) => {
-            let store = open_store(&load_config(&cli, None)?).await?;
-            let result = agent(&store, command).await;
-            store.close().await;
-            result
-        }
-        Command::Key(command) => {
-            let store = open_store(&load_config(&cli, None)?).await?;
-            let result = key(&store, command).await;
-            store.close().await;
-            result
-        }
+        Command::Audit(command) => with_store(&cli, async |store| audit(store, command).await).await,
+        Command::Tenant(command) => with_store(&cli, async |store| tenant(store, command).await).await,
+        Command::User(command) => with_store(&cli, async |store| user(store, command).await).await,
+        Command::Agent(command) => with_store(&cli, async |store| agent(store, command).await).await,
+        Command::Key(command) => with_store(&cli, async |store| key(store, command).await).await,
     }
+}
+
+/// Opens the data directory, runs `command` on it, and closes it cleanly whatever happened.
+async fn with_store(
+    cli: &Cli,
+    command: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let store = open_store(&load_config(cli, None)?).await?;
+    let result = command(&store).await;
+    store.close().await;
+    result
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

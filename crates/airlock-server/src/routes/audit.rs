@@ -323,6 +323,17 @@ pub struct KeyView {
     pub retired_at: Option<String>,
 }
 
+impl From<airlock_store::SigningKeyInfo> for KeyView {
+    fn from(key: airlock_store::SigningKeyInfo) -> Self {
+        Self {
+            version: key.version,
+            verifier: key.verifier,
+            created_at: key.created_at.to_rfc3339(),
+            retired_at: key.retired_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
 /// The tenant's public signing keys, current first; retired keys stay listed.
 #[utoipa::path(get, path = "/v1/audit/keys", tag = "audit",
     security(("api_key" = []), ("session" = [])),
@@ -333,16 +344,7 @@ pub async fn keys(
 ) -> Result<axum::Json<Vec<KeyView>>, ApiError> {
     let scope = auditor(&caller)?;
     let keys = state.store().audit_keys(&scope).await?;
-    Ok(axum::Json(
-        keys.into_iter()
-            .map(|k| KeyView {
-                version: k.version,
-                verifier: k.verifier,
-                created_at: k.created_at.to_rfc3339(),
-                retired_at: k.retired_at.map(|t| t.to_rfc3339()),
-            })
-            .collect(),
-    ))
+    Ok(axum::Json(keys.into_iter().map(KeyView::from).collect()))
 }
 
 /// Rotates the signing key. Admins only; the old key stays published.
@@ -353,12 +355,7 @@ pub async fn rotate(State(state): State<AppState>, caller: Caller) -> Result<axu
     let scope = caller.scope()?;
     caller.require_any(&[Role::Admin])?;
     let key = state.store().rotate_signing_key(&scope).await?;
-    Ok(axum::Json(KeyView {
-        version: key.version,
-        verifier: key.verifier,
-        created_at: key.created_at.to_rfc3339(),
-        retired_at: key.retired_at.map(|t| t.to_rfc3339()),
-    }))
+    Ok(axum::Json(key.into()))
 }
 
 #[cfg(test)]
