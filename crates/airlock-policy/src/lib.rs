@@ -1,5 +1,24 @@
-//! Deciding: JSON Schema validation, Cedar authorization, risk tiers, approval requirements,
-//! flow rules and budget arithmetic.
+//! Deciding: JSON Schema validation, Cedar authorization, risk tiers and approval requirements
+//! (flow rules and budget arithmetic arrive with later capabilities).
 //!
 //! Input is a fully materialised context, output a decision with its reasons; no I/O, so every
-//! rule can be tested exhaustively. Its contents arrive with the governed-actions capability.
+//! rule can be tested exhaustively. [`ArgumentSchema`] checks a call's arguments against its
+//! tool's schema, [`TenantPolicies`] holds a tenant's validated Cedar policies, and [`decide`]
+//! turns both, with the facts about the call, into a [`Decision`].
+
+mod cedar;
+mod decision;
+mod schema;
+mod tier;
+
+pub use cedar::{
+    MAX_APPROVERS, MAX_POLICY_BYTES, MAX_POLICY_NESTING, PolicyError, TenantPolicies, cedar_schema_text,
+};
+pub use decision::{
+    ActionContext, Decision, PrincipalFacts, PrincipalKind, RunFacts, ToolFacts, Verdict, decide,
+};
+pub use schema::{
+    ArgumentSchema, KNOWN_SENSITIVE_KINDS, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, MAX_VIOLATIONS,
+    SENSITIVE_KEYWORD, SchemaError, SensitiveArgument, Violation,
+};
+pub use tier::{RiskTier, TierError};

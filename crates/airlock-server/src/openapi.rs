@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{admin, audit, health, identity, sessions};
+use crate::routes::{admin, audit, health, identity, sessions, tools};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::state::AppState;
         (name = "health", description = "Liveness, readiness, metrics and this document"),
         (name = "identity", description = "Who is calling; users, agents and API keys of the caller's tenant"),
         (name = "sessions", description = "Console login and logout"),
+        (name = "tools", description = "Tools, their credentials, and the tenant's Cedar policies"),
         (name = "audit", description = "The tenant's tamper-evident audit log: export, entries, checkpoints, proofs, keys"),
         (name = "admin", description = "Platform operators: tenants"),
     ),
@@ -72,6 +73,12 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(identity::get_key, identity::revoke_key))
         .routes(routes!(sessions::login))
         .routes(routes!(sessions::current, sessions::logout))
+        .routes(routes!(tools::create_tool, tools::list_tools))
+        .routes(routes!(tools::get_tool, tools::update_tool))
+        .routes(routes!(tools::list_credentials))
+        .routes(routes!(tools::put_credential))
+        .routes(routes!(tools::get_policies, tools::put_policies))
+        .routes(routes!(tools::policy_schema))
         .routes(routes!(audit::export))
         .routes(routes!(audit::entries))
         .routes(routes!(audit::checkpoint))

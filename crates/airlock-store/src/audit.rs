@@ -53,9 +53,20 @@ pub struct SignedCheckpoint {
     pub note: String,
 }
 
+/// A change to the tenant's database made in the same transaction as its audit entry. It
+/// runs under a savepoint just before the entry is sealed, and may complete the event (say,
+/// with an id it looked up). If it fails, it is rolled back and its event is not recorded.
+pub(crate) type Operation = Box<
+    dyn for<'c> FnOnce(
+            &'c mut sqlx::AnyConnection,
+            &'c mut Event,
+        ) -> futures_util::future::BoxFuture<'c, Result<(), StoreError>>
+        + Send,
+>;
+
 enum Command {
-    Append(Event, oneshot::Sender<Result<Appended, String>>),
-    Checkpoint(oneshot::Sender<Result<SignedCheckpoint, String>>),
+    Append(Event, Option<Operation>, oneshot::Sender<Result<Appended, StoreError>>),
+    Checkpoint(oneshot::Sender<Result<SignedCheckpoint, StoreError>>),
     SetSigner(NoteSigner, oneshot::Sender<()>),
 }
 
@@ -89,16 +100,26 @@ impl AuditWriter {
 
     /// Appends an event, returning once its entry is durable.
     pub(crate) async fn append(&self, event: Event) -> Result<Appended, StoreError> {
+        self.append_with(event, None).await
+    }
+
+    /// Runs `operation` and appends `event` in one transaction, returning once both are
+    /// durable; if the operation fails, neither happens.
+    pub(crate) async fn append_with(
+        &self,
+        event: Event,
+        operation: Option<Operation>,
+    ) -> Result<Appended, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.sender.send(Command::Append(event, tx)).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?.map_err(StoreError::Audit)
+        self.sender.send(Command::Append(event, operation, tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// A checkpoint covering every entry appended so far (signing one if needed).
     pub(crate) async fn checkpoint(&self) -> Result<SignedCheckpoint, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.sender.send(Command::Checkpoint(tx)).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?.map_err(StoreError::Audit)
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Switches to a new signing key.
@@ -228,15 +249,11 @@ impl State {
     }
 
     async fn process(&mut self, batch: Vec<Command>) {
-        let mut events = Vec::new();
-        let mut append_replies = Vec::new();
+        let mut appends = Vec::new();
         let mut checkpoint_replies = Vec::new();
         for command in batch {
             match command {
-                Command::Append(event, reply) => {
-                    events.push(event);
-                    append_replies.push(reply);
-                }
+                Command::Append(event, operation, reply) => appends.push((event, operation, reply)),
                 Command::Checkpoint(reply) => checkpoint_replies.push(reply),
                 Command::SetSigner(signer, reply) => {
                     self.signer = signer;
@@ -244,24 +261,25 @@ impl State {
                 }
             }
         }
-        match self.commit(events, !checkpoint_replies.is_empty()).await {
-            Ok(appended) => {
-                for (reply, appended) in append_replies.into_iter().zip(appended) {
+        match self.commit(appends, !checkpoint_replies.is_empty()).await {
+            Ok(replies) => {
+                for (reply, appended) in replies {
                     let _ = reply.send(Ok(appended));
                 }
                 for reply in checkpoint_replies {
-                    let _ =
-                        reply.send(self.last_checkpoint.clone().ok_or_else(|| "no checkpoint".to_owned()));
+                    let _ = reply.send(
+                        self.last_checkpoint.clone().ok_or_else(|| StoreError::Audit("no checkpoint".into())),
+                    );
                 }
             }
-            Err(error) => {
+            Err((error, replies)) => {
                 tracing::error!(%error, "audit append failed; the batch was rolled back");
                 let message = error.to_string();
-                for reply in append_replies {
-                    let _ = reply.send(Err(message.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Audit(message.clone())));
                 }
                 for reply in checkpoint_replies {
-                    let _ = reply.send(Err(message.clone()));
+                    let _ = reply.send(Err(StoreError::Audit(message.clone())));
                 }
             }
         }
@@ -321,33 +339,88 @@ impl State {
         Ok(())
     }
 
-    /// Seals and inserts `events`, signs a checkpoint if one is due (or `force`d and the log
-    /// has grown or has none yet), and commits, all in one transaction.
+    /// Runs each append's operation and seals its event, inserts the entries, signs a
+    /// checkpoint if one is due (or `force`d and the log has grown or has none yet), and
+    /// commits, all in one transaction. Returns the replies to send once committed; an append
+    /// whose operation failed is answered at once and leaves no trace.
     async fn commit(
         &mut self,
-        events: Vec<Event>,
+        appends: Vec<(Event, Option<Operation>, Reply)>,
         force_checkpoint: bool,
-    ) -> Result<Vec<Appended>, StoreError> {
-        if events.is_empty() && !force_checkpoint && !self.needs_checkpoint(1) {
+    ) -> Result<Vec<(Reply, Appended)>, (StoreError, Vec<Reply>)> {
+        if appends.is_empty() && !force_checkpoint && !self.needs_checkpoint(1) {
             return Ok(Vec::new());
         }
-        let mut tx = self.db.begin_write().await?;
-        self.catch_up(&mut tx).await?;
+        let mut tx = match self.db.begin_write().await {
+            Ok(tx) => tx,
+            Err(error) => return Err((error, appends.into_iter().map(|(_, _, reply)| reply).collect())),
+        };
+        if let Err(error) = self.catch_up(&mut tx).await {
+            return Err((error, appends.into_iter().map(|(_, _, reply)| reply).collect()));
+        }
         let mut head = self.head;
         let mut frontier = self.frontier.clone();
-        let mut sealed: Vec<SealedEntry> = Vec::with_capacity(events.len());
-        for event in events {
-            let entry = head.seal(event).map_err(|e| StoreError::Invalid(format!("audit event: {e}")))?;
-            frontier.push(entry.leaf_hash);
-            sealed.push(entry);
+        let mut sealed: Vec<SealedEntry> = Vec::with_capacity(appends.len());
+        let mut pending: Vec<Reply> = Vec::with_capacity(appends.len());
+        let mut iter = appends.into_iter();
+        while let Some((mut event, operation, reply)) = iter.next() {
+            if let Some(operation) = operation {
+                let outcome = run_operation(&mut tx, operation, &mut event).await;
+                match outcome {
+                    Ok(()) => {}
+                    Err(OperationFailure::Operation(error)) => {
+                        let _ = reply.send(Err(error));
+                        continue;
+                    }
+                    Err(OperationFailure::Transaction(error)) => {
+                        let mut replies: Vec<Reply> = pending;
+                        replies.push(reply);
+                        replies.extend(iter.map(|(_, _, reply)| reply));
+                        return Err((error, replies));
+                    }
+                }
+            }
+            match head.seal(event) {
+                Ok(entry) => {
+                    frontier.push(entry.leaf_hash);
+                    sealed.push(entry);
+                    pending.push(reply);
+                }
+                Err(e) => {
+                    // A malformed event fails alone; its operation must not stand without it,
+                    // but it already ran in this transaction, so the whole batch is refused.
+                    let mut replies: Vec<Reply> = pending;
+                    replies.push(reply);
+                    replies.extend(iter.map(|(_, _, reply)| reply));
+                    return Err((StoreError::Invalid(format!("audit event: {e}")), replies));
+                }
+            }
         }
+        match self.finish(tx, head, frontier, &sealed, force_checkpoint).await {
+            Ok(()) => Ok(pending
+                .into_iter()
+                .zip(sealed.iter().map(|s| Appended { index: s.entry.index, chain_hash: s.chain_hash }))
+                .collect()),
+            Err(error) => Err((error, pending)),
+        }
+    }
+
+    /// Inserts the sealed entries and any due checkpoint, and commits.
+    async fn finish(
+        &mut self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        head: ChainHead,
+        frontier: Frontier,
+        sealed: &[SealedEntry],
+        force_checkpoint: bool,
+    ) -> Result<(), StoreError> {
         let covered = self.last_checkpoint.as_ref().map_or(0, |c| c.size);
         let grown = frontier.size() > covered || self.last_checkpoint.is_none();
         let due = frontier.size() >= covered + self.options.checkpoint_every
             || ((force_checkpoint || sealed.is_empty()) && grown);
         if sealed.is_empty() && !due {
             tx.rollback().await?;
-            return Ok(Vec::new());
+            return Ok(());
         }
         let checkpoint = if due {
             let cp = Checkpoint { origin: self.origin.clone(), size: frontier.size(), root: frontier.root() };
@@ -412,7 +485,33 @@ impl State {
         if checkpoint.is_some() {
             self.last_checkpoint = checkpoint;
         }
-        Ok(sealed.iter().map(|s| Appended { index: s.entry.index, chain_hash: s.chain_hash }).collect())
+        Ok(())
+    }
+}
+
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+enum OperationFailure {
+    /// The operation refused (bad input, conflict, not found): only its caller hears of it.
+    Operation(StoreError),
+    /// The savepoint itself failed: the transaction cannot be trusted.
+    Transaction(StoreError),
+}
+
+/// Runs an operation under a savepoint, rolling back to it when the operation fails.
+async fn run_operation(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    operation: Operation,
+    event: &mut Event,
+) -> Result<(), OperationFailure> {
+    use sqlx::Connection as _;
+    let mut savepoint = tx.begin().await.map_err(|e| OperationFailure::Transaction(e.into()))?;
+    match operation(&mut savepoint, event).await {
+        Ok(()) => savepoint.commit().await.map_err(|e| OperationFailure::Transaction(e.into())),
+        Err(error) => {
+            savepoint.rollback().await.map_err(|e| OperationFailure::Transaction(e.into()))?;
+            Err(OperationFailure::Operation(error))
+        }
     }
 }
 

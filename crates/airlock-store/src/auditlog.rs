@@ -97,6 +97,30 @@ impl Store {
             .await
     }
 
+    /// Runs `operation` on the scope's tenant database and records the event, in one
+    /// transaction: both happen, durably, or neither does. The operation may complete the
+    /// event before it is sealed.
+    pub(crate) async fn record_with(
+        &self,
+        scope: &TenantScope,
+        event_type: &str,
+        subject: &[(&str, &str)],
+        metadata: Map<String, Value>,
+        operation: crate::audit::Operation,
+    ) -> Result<Appended, StoreError> {
+        let db = self.tenant_db(scope).await?;
+        let subject: BTreeMap<String, String> =
+            subject.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let event = Event {
+            time: Timestamp::now().to_rfc3339(),
+            event_type: event_type.to_owned(),
+            actor: scope.actor().clone(),
+            subject,
+            metadata,
+        };
+        db.audit.append_with(event, Some(operation)).await
+    }
+
     /// A signed checkpoint covering every entry so far.
     pub async fn audit_checkpoint(&self, scope: &TenantScope) -> Result<SignedCheckpoint, StoreError> {
         self.tenant_db(scope).await?.audit.checkpoint().await

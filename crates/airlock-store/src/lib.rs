@@ -17,6 +17,7 @@ mod identity;
 mod migrations;
 mod principal;
 mod tenant;
+mod tools;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ pub use error::{AuthError, StoreError};
 pub use identity::{Agent, ApiKey, CreatedApiKey, CreatedSession, KeyOwner, NewUser, Session, Tenant, User};
 pub use principal::{Credential, Principal, PrincipalKind, TenantScope};
 pub use tenant::{TenantDb, origin as audit_origin};
+pub use tools::{Credential as ToolCredential, PolicyVersion, Tool, ToolSpec};
 
 /// How long console sessions live.
 #[derive(Debug, Clone, Copy)]

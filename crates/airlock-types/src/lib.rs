@@ -50,6 +50,6 @@ mod role;
 mod timestamp;
 
 pub use id::{AgentId, ApiKeyId, IdError, OperatorId, SessionId, TenantId, UserId};
-pub use name::{AgentName, Email, NameError, TenantSlug};
+pub use name::{AgentName, Email, NameError, TenantSlug, ToolName};
 pub use role::{Role, RoleError, RoleSet};
 pub use timestamp::Timestamp;

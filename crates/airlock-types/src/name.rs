@@ -11,6 +11,11 @@ pub enum NameError {
     /// The agent name is not 1 to 64 letters, digits, `-`, `_` or `.`.
     #[error("`{0}` is not a valid agent name: use 1 to 64 letters, digits, `-`, `_` or `.`")]
     AgentName(String),
+    /// The tool or credential name is not 1 to 64 of lowercase letters, digits, `_`, `.`, `-`.
+    #[error(
+        "`{0}` is not a valid name: use 1 to 64 lowercase letters, digits, `_`, `.` or `-`, starting with a letter"
+    )]
+    ToolName(String),
     /// The address is not of the form `local@domain`.
     #[error("`{0}` is not a valid e-mail address")]
     Email(String),
@@ -47,6 +52,22 @@ impl AgentName {
         let valid = (1..=64).contains(&value.len())
             && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if valid { Ok(Self(value.to_owned())) } else { Err(NameError::AgentName(bounded(value))) }
+    }
+}
+
+/// A tool's name, unique within its tenant (`send_email`, `crm.lookup`). Also used for
+/// credential names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ToolName(String);
+text_newtype!(ToolName, NameError);
+
+impl ToolName {
+    /// Parses a name: a lowercase letter, then up to 63 of `[a-z0-9_.-]`.
+    pub fn parse(value: &str) -> Result<Self, NameError> {
+        let valid = (1..=64).contains(&value.len())
+            && value.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+            && value.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'));
+        if valid { Ok(Self(value.to_owned())) } else { Err(NameError::ToolName(bounded(value))) }
     }
 }
 
@@ -111,6 +132,15 @@ mod tests {
             "ada@x..com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tool_names() {
+        assert!(ToolName::parse("send_email").is_ok());
+        assert!(ToolName::parse("crm.lookup-v2").is_ok());
+        for bad in ["", "Send", "1tool", "a b", "x/../y", &"a".repeat(65)] {
+            assert!(ToolName::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -6,4 +6,5 @@ pub mod audit;
 pub mod health;
 pub mod identity;
 pub mod sessions;
+pub mod tools;
 pub mod views;

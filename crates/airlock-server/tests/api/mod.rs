@@ -12,3 +12,4 @@ mod rate_limits;
 mod secrets;
 mod sessions;
 mod tenancy;
+mod tools;
