@@ -16,6 +16,8 @@ pub enum TokenKind {
     ApiKey,
     /// A console session (`als_`).
     Session,
+    /// A run's lease (`alr_`).
+    Lease,
 }
 
 impl TokenKind {
@@ -23,6 +25,7 @@ impl TokenKind {
         match self {
             TokenKind::ApiKey => "alk",
             TokenKind::Session => "als",
+            TokenKind::Lease => "alr",
         }
     }
 
@@ -30,6 +33,7 @@ impl TokenKind {
         match self {
             TokenKind::ApiKey => "api-key",
             TokenKind::Session => "session",
+            TokenKind::Lease => "lease",
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The executor: connectors (HTTP, upstream MCP), credential use, idempotency, outcome
 //! verification and receipt signing.
 //!
-//! The only crate that may decrypt a tool credential; it never decides policy. So far it
-//! holds the connectors' settings, validated when a tool is registered; execution arrives
-//! with the rest of the action path.
+//! The only crate that may decrypt a tool credential; it never decides policy. It holds the
+//! connectors' settings, validated when a tool is registered, and executes calls through them:
+//! credentials attached, retries only where safe, outcomes verified, secrets scrubbed from
+//! whatever goes back to the agent.
 
 pub mod connector;
+pub mod execute;
 
 pub use connector::{Connector, ConnectorError, HttpConnector, HttpMethod};
+pub use execute::{CredentialMaterial, ExecError, Executor, Outcome, OutcomeStatus};

@@ -38,7 +38,8 @@ impl Application {
             .with_context(|| format!("cannot listen on `{}`", config.listen))?;
         let (routes, document) = openapi::router_and_document();
         let openapi_json = document.to_pretty_json().context("cannot render the OpenAPI document")?;
-        let state = AppState::new(store, config, openapi_json);
+        let executor = airlock_exec::Executor::new().context("cannot start the executor")?;
+        let state = AppState::new(store, executor, config, openapi_json);
         let router = assemble(routes, state.clone());
         Ok(Self { listener, router, state })
     }

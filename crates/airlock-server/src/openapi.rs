@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{admin, audit, health, identity, sessions, tools};
+use crate::routes::{admin, audit, health, identity, runs, sessions, tools};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -25,6 +25,7 @@ use crate::state::AppState;
         (name = "identity", description = "Who is calling; users, agents and API keys of the caller's tenant"),
         (name = "sessions", description = "Console login and logout"),
         (name = "tools", description = "Tools, their credentials, and the tenant's Cedar policies"),
+        (name = "runs", description = "Runs with their leases, and the actions proposed in them"),
         (name = "audit", description = "The tenant's tamper-evident audit log: export, entries, checkpoints, proofs, keys"),
         (name = "admin", description = "Platform operators: tenants"),
     ),
@@ -79,6 +80,12 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tools::put_credential))
         .routes(routes!(tools::get_policies, tools::put_policies))
         .routes(routes!(tools::policy_schema))
+        .routes(routes!(runs::open_run))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::complete_run))
+        .routes(routes!(runs::propose))
+        .routes(routes!(runs::get_action))
+        .routes(routes!(runs::get_receipt))
         .routes(routes!(audit::export))
         .routes(routes!(audit::entries))
         .routes(routes!(audit::checkpoint))

@@ -17,6 +17,7 @@ pub struct AppState {
 
 struct Inner {
     store: Store,
+    executor: airlock_exec::Executor,
     config: Config,
     metrics: Metrics,
     limits: Limits,
@@ -56,9 +57,17 @@ impl Limits {
 impl AppState {
     /// Builds the state.
     #[must_use]
-    pub fn new(store: Store, config: Config, openapi_json: String) -> Self {
+    pub fn new(store: Store, executor: airlock_exec::Executor, config: Config, openapi_json: String) -> Self {
         let limits = Limits::new(&config);
-        Self { inner: Arc::new(Inner { store, config, metrics: Metrics::new(), limits, openapi_json }) }
+        Self {
+            inner: Arc::new(Inner { store, executor, config, metrics: Metrics::new(), limits, openapi_json }),
+        }
+    }
+
+    /// The executor, the only holder of tool credentials while it calls a tool.
+    #[must_use]
+    pub fn executor(&self) -> &airlock_exec::Executor {
+        &self.inner.executor
     }
 
     /// The store.

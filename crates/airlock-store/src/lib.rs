@@ -16,6 +16,7 @@ mod error;
 mod identity;
 mod migrations;
 mod principal;
+mod runs;
 mod tenant;
 mod tools;
 
@@ -35,6 +36,7 @@ pub use db::{Backend, Database};
 pub use error::{AuthError, StoreError};
 pub use identity::{Agent, ApiKey, CreatedApiKey, CreatedSession, KeyOwner, NewUser, Session, Tenant, User};
 pub use principal::{Credential, Principal, PrincipalKind, TenantScope};
+pub use runs::{Action, LeaseError, NewAction, NewRun, OpenedRun, Run};
 pub use tenant::{TenantDb, origin as audit_origin};
 pub use tools::{Credential as ToolCredential, PolicyVersion, Tool, ToolSpec};
 

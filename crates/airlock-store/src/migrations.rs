@@ -28,6 +28,7 @@ const SQLITE_TENANT: &[(i64, &str, &str)] = &[
     (1, "identity", include_str!("../migrations/sqlite/tenant/0001_identity.sql")),
     (2, "audit", include_str!("../migrations/sqlite/tenant/0002_audit.sql")),
     (3, "tools and policies", include_str!("../migrations/sqlite/tenant/0003_tools_and_policies.sql")),
+    (4, "runs and actions", include_str!("../migrations/sqlite/tenant/0004_runs_and_actions.sql")),
 ];
 
 impl Set {

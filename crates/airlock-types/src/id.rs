@@ -82,6 +82,14 @@ prefixed_id!(
     /// A console session.
     SessionId, "ses", "session"
 );
+prefixed_id!(
+    /// A run: an agent's declared piece of work, with its lease.
+    RunId, "run", "run"
+);
+prefixed_id!(
+    /// An action proposed within a run.
+    ActionId, "act", "action"
+);
 
 #[cfg(test)]
 mod tests {

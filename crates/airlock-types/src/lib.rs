@@ -49,7 +49,7 @@ mod name;
 mod role;
 mod timestamp;
 
-pub use id::{AgentId, ApiKeyId, IdError, OperatorId, SessionId, TenantId, UserId};
+pub use id::{ActionId, AgentId, ApiKeyId, IdError, OperatorId, RunId, SessionId, TenantId, UserId};
 pub use name::{AgentName, Email, NameError, TenantSlug, ToolName};
 pub use role::{Role, RoleError, RoleSet};
 pub use timestamp::Timestamp;

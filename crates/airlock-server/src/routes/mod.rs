@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod health;
 pub mod identity;
+pub mod runs;
 pub mod sessions;
 pub mod tools;
 pub mod views;
