@@ -1,19 +1,17 @@
 //! Canonical JSON (RFC 8785, JCS) for the values audit records hold.
 //!
-//! Audit entries and receipts hold strings, integers, booleans, null, arrays and objects;
-//! floating-point numbers are refused, so amounts travel as integers of a minor unit or as
-//! strings. For that subset RFC 8785 is exactly: no whitespace, object members sorted by the
-//! UTF-16 code units of their names, strings escaped minimally (`\"`, `\\`, the two-letter
-//! escapes for `\b \f \n \r \t`, `\u00xx` in lowercase hex for other control characters,
-//! everything else as UTF-8), integers in shortest decimal form. Written here, in a few
-//! lines an auditor can check against the RFC, rather than pulled in with general
-//! floating-point formatting the log never needs.
+//! RFC 8785 is exactly: no whitespace, object members sorted by the UTF-16 code units of
+//! their names, strings escaped minimally (`\"`, `\\`, the two-letter escapes for
+//! `\b \f \n \r \t`, `\u00xx` in lowercase hex for other control characters, everything
+//! else as UTF-8), and numbers as ECMAScript writes them (integers in decimal; other values
+//! in the shortest form that reads back to the same double, with an exponent outside
+//! 1e-7..1e21). Written here, in lines an auditor can check against the RFC.
 
 use serde_json::Value;
 
-/// A value that has no canonical form here.
+/// A value that has no canonical form (a number that is not finite).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot canonicalise a floating-point number (`{0}`); use an integer or a string")]
+#[error("cannot canonicalise the number `{0}`")]
 pub struct CanonicalError(String);
 
 /// The RFC 8785 canonical serialisation of `value`.
@@ -34,7 +32,10 @@ pub(crate) fn write_value(out: &mut String, value: &Value) -> Result<(), Canonic
             } else if let Some(u) = n.as_u64() {
                 out.push_str(&u.to_string());
             } else {
-                return Err(CanonicalError(n.to_string()));
+                match n.as_f64() {
+                    Some(f) if f.is_finite() => write_double(out, f),
+                    _ => return Err(CanonicalError(n.to_string())),
+                }
             }
         }
         Value::String(s) => write_string(out, s),
@@ -51,6 +52,49 @@ pub(crate) fn write_value(out: &mut String, value: &Value) -> Result<(), Canonic
         Value::Object(members) => write_object(out, members.iter())?,
     }
     Ok(())
+}
+
+/// Writes a double as ECMAScript's `Number.prototype.toString` does (RFC 8785 §3.2.2.3):
+/// the shortest digits that read back to the same value, placed by its decimal exponent.
+fn write_double(out: &mut String, value: f64) {
+    if value == 0.0 {
+        out.push('0');
+        return;
+    }
+    if value < 0.0 {
+        out.push('-');
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde±x`.
+    let scientific = format!("{:e}", value.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific.as_str(), "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let k = i64::try_from(digits.len()).unwrap_or(i64::MAX);
+    // ECMAScript's n: the value is 0.d1d2… × 10^n.
+    let n = exponent.parse::<i64>().unwrap_or(0) + 1;
+    let zeros = |count: i64| "0".repeat(usize::try_from(count).unwrap_or(0));
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.push_str(&zeros(n - k));
+    } else if 0 < n && n <= 21 {
+        let (int, frac) = digits.split_at(usize::try_from(n).unwrap_or(0));
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.push_str(&zeros(-n));
+        out.push_str(&digits);
+    } else {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push('e');
+        out.push(if n > 0 { '+' } else { '-' });
+        out.push_str(&(n - 1).abs().to_string());
+    }
 }
 
 /// Writes an object's members sorted by the UTF-16 code units of their names.
@@ -140,12 +184,38 @@ mod tests {
     }
 
     #[test]
-    fn nests_without_whitespace_and_refuses_floats() {
+    fn nests_without_whitespace() {
         let value = json!({"b": [1, -2, true, null, {"z": "", "y": 18446744073709551615u64}], "a": {}});
         assert_eq!(
             to_canonical(&value).unwrap(),
             "{\"a\":{},\"b\":[1,-2,true,null,{\"y\":18446744073709551615,\"z\":\"\"}]}"
         );
-        assert!(to_canonical(&json!({"x": 1.5})).is_err());
+    }
+
+    #[test]
+    fn doubles_are_written_as_ecmascript_writes_them() {
+        // RFC 8785 appendix B and ECMAScript's Number.prototype.toString.
+        for (value, expected) in [
+            (1.5, "1.5"),
+            (-0.25, "-0.25"),
+            (12.5, "12.5"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (1e-7, "1e-7"),
+            (0.000001, "0.000001"),
+            (4.5e-10, "4.5e-10"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (333333333.3333333, "333333333.3333333"),
+            (-1e-7, "-1e-7"),
+            (2.0e-3, "0.002"),
+        ] {
+            let mut out = String::new();
+            write_double(&mut out, value);
+            assert_eq!(out, expected, "{value:e}");
+        }
+        assert_eq!(to_canonical(&json!({"price": 12.5, "n": 3.0})).unwrap(), "{\"n\":3,\"price\":12.5}");
     }
 }

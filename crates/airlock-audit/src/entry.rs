@@ -241,10 +241,13 @@ mod tests {
     }
 
     #[test]
-    fn floats_in_metadata_are_refused() {
+    fn floats_in_metadata_have_a_canonical_form() {
         let mut e = event(1);
         e.metadata.insert("cost".into(), serde_json::json!(0.5));
         let mut head = ChainHead::EMPTY;
-        assert!(head.seal(e).is_err());
+        let sealed = head.seal(e).unwrap();
+        assert!(sealed.canonical.contains("\"cost\":0.5"));
+        let parsed: Entry = serde_json::from_str(&sealed.canonical).unwrap();
+        assert_eq!(parsed.compute_chain_hash().unwrap(), sealed.chain_hash);
     }
 }

@@ -55,6 +55,9 @@ pub struct RawConfig {
     /// The audit log.
     #[serde(default)]
     pub audit: RawAudit,
+    /// Approval requests.
+    #[serde(default)]
+    pub approvals: RawApprovals,
     /// Logging.
     #[serde(default)]
     pub log: RawLog,
@@ -126,6 +129,14 @@ pub struct RawAudit {
     pub checkpoint_interval_secs: Option<u64>,
 }
 
+/// Approval requests, as read.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    /// How long an approval request waits before it expires, in seconds. Default 86400 (24 h).
+    pub ttl_secs: Option<u64>,
+}
+
 /// Logging, as read.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +196,8 @@ pub struct Config {
     pub checkpoint_every: u64,
     /// Longest time between signed checkpoints while the log grows.
     pub checkpoint_interval: Duration,
+    /// How long an approval request waits.
+    pub approval_ttl: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -533,6 +546,7 @@ impl RawConfig {
             self.audit.checkpoint_interval_secs,
             10,
         );
+        let approval_ttl = positive(&mut problems, "approvals.ttl_secs", self.approvals.ttl_secs, 86_400);
         let capacity = positive(
             &mut problems,
             "auth.limiter_capacity",
@@ -562,6 +576,7 @@ impl RawConfig {
             key_provider,
             checkpoint_every,
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
+            approval_ttl: Duration::from_secs(approval_ttl),
             log_format,
             log_level,
             verbose_errors,

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{admin, audit, health, identity, runs, sessions, tools};
+use crate::routes::{admin, approvals, audit, health, identity, runs, sessions, tools};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -26,6 +26,7 @@ use crate::state::AppState;
         (name = "sessions", description = "Console login and logout"),
         (name = "tools", description = "Tools, their credentials, and the tenant's Cedar policies"),
         (name = "runs", description = "Runs with their leases, and the actions proposed in them"),
+        (name = "approvals", description = "Approval requests and kill switches"),
         (name = "audit", description = "The tenant's tamper-evident audit log: export, entries, checkpoints, proofs, keys"),
         (name = "admin", description = "Platform operators: tenants"),
     ),
@@ -86,6 +87,12 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(runs::propose))
         .routes(routes!(runs::get_action))
         .routes(routes!(runs::get_receipt))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::get))
+        .routes(routes!(approvals::decide))
+        .routes(routes!(approvals::kill, approvals::list_kills))
+        .routes(routes!(approvals::lift))
+        .routes(routes!(approvals::platform_kill, approvals::platform_lift))
         .routes(routes!(audit::export))
         .routes(routes!(audit::entries))
         .routes(routes!(audit::checkpoint))

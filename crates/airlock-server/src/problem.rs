@@ -220,7 +220,7 @@ impl From<airlock_store::StoreError> for ApiError {
     fn from(error: airlock_store::StoreError) -> Self {
         use airlock_store::StoreError as E;
         match &error {
-            E::Conflict { .. } => Self::new(ProblemType::Conflict, error.to_string()),
+            E::Conflict { .. } | E::Refused(_) => Self::new(ProblemType::Conflict, error.to_string()),
             E::NotFound { .. } => Self::new(ProblemType::NotFound, error.to_string()),
             E::Forbidden(_) => Self::new(ProblemType::Forbidden, error.to_string()),
             E::Invalid(_) => Self::new(ProblemType::Unprocessable, error.to_string()),

@@ -54,6 +54,10 @@ pub enum StoreError {
     /// A key could not be unwrapped or a sealed value opened.
     #[error(transparent)]
     Vault(#[from] airlock_vault::VaultError),
+    /// The request conflicts with the current state (already decided, expired, ended); the
+    /// message says how, in full.
+    #[error("{0}")]
+    Refused(String),
     /// The caller asked for something its principal may not do.
     #[error("{0}")]
     Forbidden(String),

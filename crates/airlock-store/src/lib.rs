@@ -9,6 +9,7 @@
 //! SQL is plain and static: the same statements run on every backend (`$1` placeholders
 //! work on SQLite and PostgreSQL alike), and each backend has its own migration folder.
 
+mod approvals;
 mod audit;
 mod auditlog;
 mod db;
@@ -30,6 +31,7 @@ use airlock_types::{TenantId, Timestamp};
 use airlock_vault::{Dek, Kek};
 use sqlx::Row;
 
+pub use approvals::{Approval, ApprovalDecision, ApprovalRequest, KillSwitch, Settlement};
 pub use audit::{Appended, AuditOptions, SignedCheckpoint};
 pub use auditlog::{AuditFilter, InclusionProof, SigningKeyInfo, StoredEntry};
 pub use db::{Backend, Database};

@@ -22,6 +22,7 @@ pub(crate) enum Set {
 const SQLITE_CONTROL: &[(i64, &str, &str)] = &[
     (1, "identity", include_str!("../migrations/sqlite/control/0001_identity.sql")),
     (2, "tenant keys", include_str!("../migrations/sqlite/control/0002_tenant_keys.sql")),
+    (3, "platform kill switches", include_str!("../migrations/sqlite/control/0003_platform_kill.sql")),
 ];
 
 const SQLITE_TENANT: &[(i64, &str, &str)] = &[
@@ -29,6 +30,11 @@ const SQLITE_TENANT: &[(i64, &str, &str)] = &[
     (2, "audit", include_str!("../migrations/sqlite/tenant/0002_audit.sql")),
     (3, "tools and policies", include_str!("../migrations/sqlite/tenant/0003_tools_and_policies.sql")),
     (4, "runs and actions", include_str!("../migrations/sqlite/tenant/0004_runs_and_actions.sql")),
+    (
+        5,
+        "approvals and kill switches",
+        include_str!("../migrations/sqlite/tenant/0005_approvals_and_kill_switches.sql"),
+    ),
 ];
 
 impl Set {

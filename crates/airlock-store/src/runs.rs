@@ -139,6 +139,8 @@ pub struct NewAction {
     pub decision: Value,
     /// Cost to charge the run when it executes, in cents.
     pub cost_cents: i64,
+    /// For a `pending_approval` action: the approval request to open with it.
+    pub approval: Option<crate::approvals::ApprovalRequest>,
 }
 
 const RUN_COLUMNS: &str = "id, principal_kind, principal_id, intent, tools, destinations, on_behalf_of, budget_cents, \
@@ -391,7 +393,7 @@ impl Store {
         let id = ActionId::generate();
         let now = Timestamp::now().as_millis();
         let (action_id, run_id, draft) = (id.clone(), run.clone(), new.clone());
-        let operation: Operation = Box::new(move |conn, _event| {
+        let operation: Operation = Box::new(move |conn, event| {
             Box::pin(async move {
                 if draft.status == "executing" && draft.cost_cents > 0 {
                     let charged = sqlx::query(
@@ -424,6 +426,10 @@ impl Store {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| StoreError::conflict_on_unique(e, || "an action with this idempotency key".to_owned()))?;
+                if let Some(request) = &draft.approval {
+                    let approval = crate::approvals::insert_approval(conn, &action_id, request).await?;
+                    event.subject.insert("approval".into(), approval);
+                }
                 Ok(())
             })
         });

@@ -2,6 +2,7 @@
 //! description, so the published document and the router cannot drift apart.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod health;
 pub mod identity;

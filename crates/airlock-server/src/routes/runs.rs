@@ -14,7 +14,7 @@ use airlock_policy::{
     ActionContext, ArgumentSchema, PrincipalFacts, PrincipalKind, RiskTier, RunFacts, TenantPolicies,
     ToolFacts, Verdict,
 };
-use airlock_store::{Action, LeaseError, NewAction, NewRun, Run, StoreError, TenantScope};
+use airlock_store::{Action, ApprovalRequest, LeaseError, NewAction, NewRun, Run, StoreError, TenantScope};
 use airlock_types::{ActionId, Role, RunId, Timestamp, ToolName};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -140,6 +140,9 @@ pub async fn open_run(
     if body.destinations.len() > 100 || body.destinations.iter().any(|d| d.len() > 500) {
         return Err(invalid("`destinations` must hold at most 100 entries of at most 500 characters"));
     }
+    if let Some(reason) = state.store().stopped(&scope, None, caller.0.id_str()).await? {
+        return Err(ApiError::forbidden(reason));
+    }
     let budget_cents = body.budget_cents.unwrap_or(1000);
     if budget_cents < 0 {
         return Err(invalid("`budget_cents` must not be negative"));
@@ -168,7 +171,7 @@ pub async fn open_run(
     ))
 }
 
-fn may_read_run(caller: &Caller, run: &Run) -> bool {
+pub(crate) fn may_read_run(caller: &Caller, run: &Run) -> bool {
     caller.0.id_str() == run.principal_id
         || [Role::Admin, Role::Viewer, Role::Auditor, Role::Approver].iter().any(|r| caller.0.has_role(*r))
 }
@@ -279,7 +282,7 @@ fn reasons_of(decision: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn action_view(action: Action) -> ActionView {
+pub(crate) fn action_view(action: Action) -> ActionView {
     let result = action.outcome.as_ref().map(|outcome| {
         json!({"type": "untrusted_data", "source": format!("tool:{}", action.tool), "content": outcome["output"]})
     });
@@ -300,7 +303,7 @@ fn action_view(action: Action) -> ActionView {
     }
 }
 
-fn digest_hex(value: &Value) -> ApiResult<String> {
+pub(crate) fn digest_hex(value: &Value) -> ApiResult<String> {
     let canonical =
         airlock_audit::canonical::to_canonical(value).map_err(|e| invalid(format!("`arguments`: {e}")))?;
     Ok(airlock_crypto::sha256(canonical.as_bytes()).as_bytes().iter().map(|b| format!("{b:02x}")).collect())
@@ -329,6 +332,9 @@ pub async fn propose(
     let scope = caller.scope()?;
     let run = lease(&state, &scope, &headers, &run_id).await?;
     let store = state.store();
+    if let Some(reason) = store.stopped(&scope, Some(&run), &run.principal_id).await? {
+        return Err(ApiError::forbidden(reason));
+    }
 
     if body.idempotency_key.is_empty()
         || body.idempotency_key.len() > 200
@@ -341,7 +347,9 @@ pub async fn propose(
     }
     let digest = digest_hex(&body.arguments)?;
     if let Some(existing) = store.action_by_key(&scope, &run.id, &body.idempotency_key).await? {
-        if existing.arguments_digest == digest {
+        // A replay is the same tool with the same arguments; anything else under the key is a
+        // conflict, never the first action's outcome.
+        if existing.tool == body.tool && existing.arguments_digest == digest {
             return Ok((StatusCode::OK, axum::Json(action_view(existing))));
         }
         return Err(ApiError::new(
@@ -370,6 +378,7 @@ pub async fn propose(
         status,
         decision,
         cost_cents,
+        approval: None,
     };
     let record = |status: &'static str, decision: Value, cost: i64| {
         let (scope, run_id, new) = (scope.clone(), run.id.clone(), new(status, decision, cost));
@@ -434,8 +443,16 @@ pub async fn propose(
             let action = record("denied", decision_json, 0).await?;
             return Ok((StatusCode::CREATED, axum::Json(action_view(action))));
         }
-        Verdict::RequireApproval { .. } => {
-            let action = record("pending_approval", decision_json, 0).await?;
+        Verdict::RequireApproval { approvers } => {
+            let mut pending = new("pending_approval", decision_json, 0);
+            pending.approval = Some(ApprovalRequest {
+                digest: approval_digest(&name, &body.arguments)?,
+                required: approvers.max(1),
+                ttl: state.config().approval_ttl,
+                requester: run.principal_id.clone(),
+                on_behalf_of: run.on_behalf_of.clone(),
+            });
+            let action = store.record_action(&scope, &run.id, pending).await?;
             return Ok((StatusCode::CREATED, axum::Json(action_view(action))));
         }
         Verdict::Permit => {}
@@ -453,7 +470,7 @@ pub async fn propose(
         Err(StoreError::Conflict { .. }) => {
             let first = store.action_by_key(&scope, &run.id, &body.idempotency_key).await?;
             return match first {
-                Some(first) if first.arguments_digest == digest => {
+                Some(first) if first.tool == body.tool && first.arguments_digest == digest => {
                     Ok((StatusCode::OK, axum::Json(action_view(first))))
                 }
                 _ => Err(ApiError::new(
@@ -468,7 +485,14 @@ pub async fn propose(
     Ok((StatusCode::CREATED, axum::Json(action_view(executed))))
 }
 
-async fn execute(
+/// The digest an approval is bound to: SHA-256 of the canonical `{tool, arguments}`.
+pub(crate) fn approval_digest(tool: &ToolName, arguments: &Value) -> ApiResult<String> {
+    digest_hex(&json!({"tool": tool.as_str(), "arguments": arguments}))
+}
+
+/// Executes an action already recorded as `executing`: opens its credential for the executor,
+/// calls the tool, records the verified outcome, and signs its receipt.
+pub(crate) async fn execute(
     state: &AppState,
     scope: &TenantScope,
     run: &Run,
@@ -491,7 +515,12 @@ async fn execute(
         OutcomeStatus::Failed => "failed",
     };
     let outcome_json = serde_json::to_value(&outcome).unwrap_or_else(|_| json!({}));
-    let outcome_digest = digest_hex(&outcome_json).unwrap_or_default();
+    // Canonical JSON has a form for every value the executor returns; should it ever fail,
+    // the receipt still binds the outcome through its exact serialisation.
+    let outcome_digest = digest_hex(&outcome_json).unwrap_or_else(|_| {
+        let bytes = serde_json::to_vec(&outcome_json).unwrap_or_default();
+        airlock_crypto::sha256(&bytes).as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    });
     let mut metadata = Map::new();
     metadata.insert("http_status".into(), outcome.http_status.map_or(Value::Null, Value::from));
     metadata.insert("attempts".into(), Value::from(outcome.attempts));

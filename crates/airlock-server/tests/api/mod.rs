@@ -9,6 +9,7 @@ mod input;
 mod openapi;
 mod problems;
 mod rate_limits;
+mod runs;
 mod secrets;
 mod sessions;
 mod tenancy;
