@@ -135,6 +135,11 @@ pub struct RawAudit {
 pub struct RawApprovals {
     /// How long an approval request waits before it expires, in seconds. Default 86400 (24 h).
     pub ttl_secs: Option<u64>,
+    /// A URL notified (POST, JSON) of every new approval request.
+    pub webhook_url: Option<String>,
+    /// The key the webhook's HMAC-SHA256 signature is made with (at least 32 bytes); required
+    /// with `webhook_url`.
+    pub webhook_secret: Option<String>,
 }
 
 /// Logging, as read.
@@ -198,6 +203,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     /// How long an approval request waits.
     pub approval_ttl: Duration,
+    /// Where new approval requests are announced, with the signing key.
+    pub approval_webhook: Option<(String, SecretString)>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -547,6 +554,33 @@ impl RawConfig {
             10,
         );
         let approval_ttl = positive(&mut problems, "approvals.ttl_secs", self.approvals.ttl_secs, 86_400);
+        let approval_webhook = match (self.approvals.webhook_url, self.approvals.webhook_secret) {
+            (None, None) => None,
+            (Some(url), Some(secret)) => {
+                let https = url.starts_with("https://");
+                let loopback = url
+                    .parse::<http::Uri>()
+                    .ok()
+                    .and_then(|u| u.host().map(is_loopback_host))
+                    .unwrap_or(false);
+                if !(https || (url.starts_with("http://") && (loopback || !production))) {
+                    problems.push(format!("approvals.webhook_url: `{url}` must be https (plain http only on loopback, or in dev mode)"));
+                }
+                if secret.len() < MIN_SECRET_BYTES {
+                    problems
+                        .push(format!("approvals.webhook_secret: must be at least {MIN_SECRET_BYTES} bytes"));
+                }
+                Some((url, SecretString::from(secret)))
+            }
+            (Some(_), None) => {
+                problems.push("approvals.webhook_secret: required with approvals.webhook_url".to_owned());
+                None
+            }
+            (None, Some(_)) => {
+                problems.push("approvals.webhook_url: required with approvals.webhook_secret".to_owned());
+                None
+            }
+        };
         let capacity = positive(
             &mut problems,
             "auth.limiter_capacity",
@@ -577,6 +611,7 @@ impl RawConfig {
             checkpoint_every,
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
             approval_ttl: Duration::from_secs(approval_ttl),
+            approval_webhook,
             log_format,
             log_level,
             verbose_errors,

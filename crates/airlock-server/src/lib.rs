@@ -16,6 +16,7 @@ pub mod routes;
 pub mod secrets;
 pub mod state;
 pub mod telemetry;
+pub mod webhook;
 
 mod app;
 mod openapi;

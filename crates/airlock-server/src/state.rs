@@ -16,6 +16,7 @@ pub struct AppState {
 }
 
 struct Inner {
+    http: reqwest::Client,
     store: Store,
     executor: airlock_exec::Executor,
     config: Config,
@@ -59,9 +60,28 @@ impl AppState {
     #[must_use]
     pub fn new(store: Store, executor: airlock_exec::Executor, config: Config, openapi_json: String) -> Self {
         let limits = Limits::new(&config);
+        // Airlock's own notifications follow no redirects, like the executor's calls.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         Self {
-            inner: Arc::new(Inner { store, executor, config, metrics: Metrics::new(), limits, openapi_json }),
+            inner: Arc::new(Inner {
+                http,
+                store,
+                executor,
+                config,
+                metrics: Metrics::new(),
+                limits,
+                openapi_json,
+            }),
         }
+    }
+
+    /// The client for Airlock's own notifications (never used with tool credentials).
+    #[must_use]
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
     }
 
     /// The executor, the only holder of tool credentials while it calls a tool.

@@ -171,18 +171,16 @@ pub(crate) async fn insert_approval(
 }
 
 /// Cancels the pending approvals of actions in the runs `run_filter` selects, denying their
-/// actions, inside a kill switch's transaction.
-async fn cancel_pending(
+/// actions, inside the transaction of a kill switch or of a run's end.
+pub(crate) async fn cancel_pending(
     conn: &mut sqlx::AnyConnection,
     run_filter: &str,
     target: &str,
     reason: &str,
 ) -> Result<u64, StoreError> {
     let now = Timestamp::now().as_millis();
-    let decision = serde_json::json!({
-        "verdict": "deny", "step": "kill_switch", "reasons": [format!("stopped by a kill switch: {reason}")],
-    })
-    .to_string();
+    let decision =
+        serde_json::json!({"verdict": "deny", "step": "cancelled", "reasons": [reason]}).to_string();
     // `run_filter` is one of three fixed clauses chosen by the caller, never input; the
     // approvals are cancelled first, while their actions are still pending.
     let approvals = format!(
@@ -209,18 +207,57 @@ async fn cancel_pending(
 }
 
 impl Store {
+    /// Settles pending requests past their expiry: the request becomes `expired` and its
+    /// action `denied`, recorded as one entry.
+    async fn expire_due(&self, scope: &TenantScope) -> Result<(), StoreError> {
+        let db = self.tenant_db(scope).await?;
+        let due: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires_at <= $1",
+        )
+        .bind(Timestamp::now().as_millis())
+        .fetch_one(db.database().pool())
+        .await?;
+        if due == 0 {
+            return Ok(());
+        }
+        let operation: Operation = Box::new(move |conn, event| {
+            Box::pin(async move {
+                let now = Timestamp::now().as_millis();
+                let decision =
+                    serde_json::json!({"verdict": "deny", "step": "approval", "reasons": ["the approval request expired"]})
+                        .to_string();
+                sqlx::query(
+                    "UPDATE actions SET status = 'denied', updated_at = $1, decision = $2 WHERE status = 'pending_approval' \
+                     AND id IN (SELECT action_id FROM approvals WHERE status = 'pending' AND expires_at <= $1)",
+                )
+                .bind(now)
+                .bind(decision)
+                .execute(&mut *conn)
+                .await?;
+                let expired = sqlx::query(
+                    "UPDATE approvals SET status = 'expired', decided_at = $1 WHERE status = 'pending' AND expires_at <= $1",
+                )
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                event.metadata.insert("expired".into(), Value::from(expired));
+                Ok(())
+            })
+        });
+        self.record_with(scope, "approvals.expired", &[], Map::new(), operation).await?;
+        Ok(())
+    }
+
     /// Approval requests of the tenant, newest first, optionally only those with `status`.
-    /// Pending requests past their expiry are reported (and stored) as expired.
+    /// Pending requests past their expiry are settled as expired first.
     pub async fn list_approvals(
         &self,
         scope: &TenantScope,
         status: Option<&str>,
     ) -> Result<Vec<Approval>, StoreError> {
+        self.expire_due(scope).await?;
         let db = self.tenant_db(scope).await?;
-        sqlx::query("UPDATE approvals SET status = 'expired', decided_at = $1 WHERE status = 'pending' AND expires_at <= $1")
-            .bind(Timestamp::now().as_millis())
-            .execute(db.database().pool())
-            .await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ($1 IS NULL OR status = $1) ORDER BY created_at DESC LIMIT 500"
         ));
@@ -233,8 +270,9 @@ impl Store {
         Ok(out)
     }
 
-    /// One approval request.
+    /// One approval request (settling it as expired first, when it is due).
     pub async fn get_approval(&self, scope: &TenantScope, id: &str) -> Result<Approval, StoreError> {
+        self.expire_due(scope).await?;
         let db = self.tenant_db(scope).await?;
         let sql = sqlx::AssertSqlSafe(format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"));
         let row = sqlx::query(sql)
@@ -301,8 +339,7 @@ impl Store {
     ) -> Result<(Approval, Settlement), StoreError> {
         let approval = self.get_approval(scope, id).await?;
         let approver = scope.actor().id.clone();
-        if approval.status == "pending" && approval.expires_at <= Timestamp::now() {
-            let _ = self.list_approvals(scope, Some("pending")).await;
+        if approval.status == "expired" {
             return Err(StoreError::Refused(format!("approval `{id}` has expired")));
         }
         let (approval_id, presented, reason_text) =
@@ -314,7 +351,7 @@ impl Store {
             Box::pin(async move {
                 let row = sqlx::query(
                     "SELECT p.status, p.digest, p.required, p.requester, p.on_behalf_of, p.expires_at, p.action_id, \
-                            a.run_id, r.status AS run_status \
+                            a.run_id, r.status AS run_status, r.lease_expires_at \
                      FROM approvals p JOIN actions a ON a.id = p.action_id JOIN runs r ON r.id = a.run_id WHERE p.id = $1",
                 )
                 .bind(approval_id.as_str())
@@ -341,6 +378,11 @@ impl Store {
                 if row.try_get::<String, _>("run_status")? != "active" {
                     return Err(StoreError::Refused(
                         "the run has ended; its requests cannot be decided".into(),
+                    ));
+                }
+                if row.try_get::<i64, _>("lease_expires_at")? <= Timestamp::now().as_millis() {
+                    return Err(StoreError::Refused(
+                        "the run's lease has expired; its requests cannot be decided".into(),
                     ));
                 }
                 let now = Timestamp::now().as_millis();
@@ -477,7 +519,13 @@ impl Store {
                     "agent" => "principal_id = $2",
                     _ => "$2 IS NOT NULL",
                 };
-                let cancelled = cancel_pending(conn, runs, &target_owned, &reason_owned).await?;
+                let cancelled = cancel_pending(
+                    conn,
+                    runs,
+                    &target_owned,
+                    &format!("stopped by a kill switch: {reason_owned}"),
+                )
+                .await?;
                 let ended = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE runs SET status = 'killed', ended_at = $1 WHERE status = 'active' AND {runs}"
                 )))

@@ -34,12 +34,15 @@ impl Default for AuditOptions {
 }
 
 /// Where an appended entry landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     /// Its index.
     pub index: u64,
     /// Its chain hash.
     pub chain_hash: Hash,
+    /// A checkpoint covering it, when one was asked for with the append (signed in the same
+    /// commit, so a receipt costs no extra fsync).
+    pub checkpoint: Option<SignedCheckpoint>,
 }
 
 /// A signed checkpoint.
@@ -64,8 +67,11 @@ pub(crate) type Operation = Box<
         + Send,
 >;
 
+/// An append: the event, its operation, whether a covering checkpoint is wanted, and the reply.
+type AppendCommand = (Event, Option<Operation>, bool, Reply);
+
 enum Command {
-    Append(Event, Option<Operation>, oneshot::Sender<Result<Appended, StoreError>>),
+    Append(Event, Option<Operation>, bool, oneshot::Sender<Result<Appended, StoreError>>),
     Checkpoint(oneshot::Sender<Result<SignedCheckpoint, StoreError>>),
     SetSigner(NoteSigner, oneshot::Sender<()>),
 }
@@ -100,18 +106,20 @@ impl AuditWriter {
 
     /// Appends an event, returning once its entry is durable.
     pub(crate) async fn append(&self, event: Event) -> Result<Appended, StoreError> {
-        self.append_with(event, None).await
+        self.append_with(event, None, false).await
     }
 
     /// Runs `operation` and appends `event` in one transaction, returning once both are
-    /// durable; if the operation fails, neither happens.
+    /// durable; if the operation fails, neither happens. With `checkpoint`, a checkpoint
+    /// covering the entry is signed in the same commit and returned with it.
     pub(crate) async fn append_with(
         &self,
         event: Event,
         operation: Option<Operation>,
+        checkpoint: bool,
     ) -> Result<Appended, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.sender.send(Command::Append(event, operation, tx)).await.map_err(|_| stopped())?;
+        self.sender.send(Command::Append(event, operation, checkpoint, tx)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -253,7 +261,9 @@ impl State {
         let mut checkpoint_replies = Vec::new();
         for command in batch {
             match command {
-                Command::Append(event, operation, reply) => appends.push((event, operation, reply)),
+                Command::Append(event, operation, checkpoint, reply) => {
+                    appends.push((event, operation, checkpoint, reply))
+                }
                 Command::Checkpoint(reply) => checkpoint_replies.push(reply),
                 Command::SetSigner(signer, reply) => {
                     self.signer = signer;
@@ -261,9 +271,13 @@ impl State {
                 }
             }
         }
-        match self.commit(appends, !checkpoint_replies.is_empty()).await {
+        let force = !checkpoint_replies.is_empty() || appends.iter().any(|(_, _, wants, _)| *wants);
+        match self.commit(appends, force).await {
             Ok(replies) => {
-                for (reply, appended) in replies {
+                for (reply, mut appended, wants) in replies {
+                    if wants {
+                        appended.checkpoint.clone_from(&self.last_checkpoint);
+                    }
                     let _ = reply.send(Ok(appended));
                 }
                 for reply in checkpoint_replies {
@@ -345,25 +359,25 @@ impl State {
     /// whose operation failed is answered at once and leaves no trace.
     async fn commit(
         &mut self,
-        appends: Vec<(Event, Option<Operation>, Reply)>,
+        appends: Vec<AppendCommand>,
         force_checkpoint: bool,
-    ) -> Result<Vec<(Reply, Appended)>, (StoreError, Vec<Reply>)> {
+    ) -> Result<Vec<(Reply, Appended, bool)>, (StoreError, Vec<Reply>)> {
         if appends.is_empty() && !force_checkpoint && !self.needs_checkpoint(1) {
             return Ok(Vec::new());
         }
         let mut tx = match self.db.begin_write().await {
             Ok(tx) => tx,
-            Err(error) => return Err((error, appends.into_iter().map(|(_, _, reply)| reply).collect())),
+            Err(error) => return Err((error, appends.into_iter().map(|(_, _, _, reply)| reply).collect())),
         };
         if let Err(error) = self.catch_up(&mut tx).await {
-            return Err((error, appends.into_iter().map(|(_, _, reply)| reply).collect()));
+            return Err((error, appends.into_iter().map(|(_, _, _, reply)| reply).collect()));
         }
         let mut head = self.head;
         let mut frontier = self.frontier.clone();
         let mut sealed: Vec<SealedEntry> = Vec::with_capacity(appends.len());
-        let mut pending: Vec<Reply> = Vec::with_capacity(appends.len());
+        let mut pending: Vec<(Reply, bool)> = Vec::with_capacity(appends.len());
         let mut iter = appends.into_iter();
-        while let Some((mut event, operation, reply)) = iter.next() {
+        while let Some((mut event, operation, wants, reply)) = iter.next() {
             if let Some(operation) = operation {
                 let outcome = run_operation(&mut tx, operation, &mut event).await;
                 match outcome {
@@ -373,9 +387,9 @@ impl State {
                         continue;
                     }
                     Err(OperationFailure::Transaction(error)) => {
-                        let mut replies: Vec<Reply> = pending;
+                        let mut replies: Vec<Reply> = pending.into_iter().map(|(reply, _)| reply).collect();
                         replies.push(reply);
-                        replies.extend(iter.map(|(_, _, reply)| reply));
+                        replies.extend(iter.map(|(_, _, _, reply)| reply));
                         return Err((error, replies));
                     }
                 }
@@ -384,14 +398,14 @@ impl State {
                 Ok(entry) => {
                     frontier.push(entry.leaf_hash);
                     sealed.push(entry);
-                    pending.push(reply);
+                    pending.push((reply, wants));
                 }
                 Err(e) => {
                     // A malformed event fails alone; its operation must not stand without it,
                     // but it already ran in this transaction, so the whole batch is refused.
-                    let mut replies: Vec<Reply> = pending;
+                    let mut replies: Vec<Reply> = pending.into_iter().map(|(reply, _)| reply).collect();
                     replies.push(reply);
-                    replies.extend(iter.map(|(_, _, reply)| reply));
+                    replies.extend(iter.map(|(_, _, _, reply)| reply));
                     return Err((StoreError::Invalid(format!("audit event: {e}")), replies));
                 }
             }
@@ -399,9 +413,16 @@ impl State {
         match self.finish(tx, head, frontier, &sealed, force_checkpoint).await {
             Ok(()) => Ok(pending
                 .into_iter()
-                .zip(sealed.iter().map(|s| Appended { index: s.entry.index, chain_hash: s.chain_hash }))
+                .zip(sealed.iter())
+                .map(|((reply, wants), s)| {
+                    (
+                        reply,
+                        Appended { index: s.entry.index, chain_hash: s.chain_hash, checkpoint: None },
+                        wants,
+                    )
+                })
                 .collect()),
-            Err(error) => Err((error, pending)),
+            Err(error) => Err((error, pending.into_iter().map(|(reply, _)| reply).collect())),
         }
     }
 

@@ -118,7 +118,29 @@ impl Store {
             subject,
             metadata,
         };
-        db.audit.append_with(event, Some(operation)).await
+        db.audit.append_with(event, Some(operation), false).await
+    }
+
+    /// As [`Store::record_with`], and signs a checkpoint covering the entry in the same commit.
+    pub(crate) async fn record_with_checkpoint(
+        &self,
+        scope: &TenantScope,
+        event_type: &str,
+        subject: &[(&str, &str)],
+        metadata: Map<String, Value>,
+        operation: crate::audit::Operation,
+    ) -> Result<Appended, StoreError> {
+        let db = self.tenant_db(scope).await?;
+        let subject: BTreeMap<String, String> =
+            subject.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let event = Event {
+            time: Timestamp::now().to_rfc3339(),
+            event_type: event_type.to_owned(),
+            actor: scope.actor().clone(),
+            subject,
+            metadata,
+        };
+        db.audit.append_with(event, Some(operation), true).await
     }
 
     /// A signed checkpoint covering every entry so far.

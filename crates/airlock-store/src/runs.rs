@@ -346,6 +346,13 @@ impl Store {
                 if changed == 0 {
                     return Err(StoreError::Invalid(format!("run `{id}` is not active")));
                 }
+                crate::approvals::cancel_pending(
+                    conn,
+                    "id = $2",
+                    id.as_str(),
+                    &format!("the run ended ({status})"),
+                )
+                .await?;
                 Ok(())
             })
         });
@@ -449,7 +456,8 @@ impl Store {
         self.get_action(scope, &id).await
     }
 
-    /// Records an executed action's outcome; returns where its entry landed, for the receipt.
+    /// Records an executed action's outcome; returns where its entry landed with a checkpoint
+    /// covering it (signed in the same commit), for the receipt.
     pub async fn complete_action(
         &self,
         scope: &TenantScope,
@@ -471,7 +479,7 @@ impl Store {
                 Ok(())
             })
         });
-        self.record_with(
+        self.record_with_checkpoint(
             scope,
             &format!("action.{status}"),
             &[

@@ -51,6 +51,16 @@ enum Command {
     Audit(AuditCommand),
     /// Print the OpenAPI 3.1 document.
     Openapi,
+    /// Measure Airlock end to end.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Decision-path latency for a permitted read action against a loopback upstream, next to
+    /// the upstream called directly, at a fixed request rate.
+    Actions(crate::bench::ActionsBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +302,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", airlock_server::openapi_document());
             Ok(())
         }
+        Command::Bench(BenchCommand::Actions(args)) => crate::bench::run(args).await,
         // Offline: no configuration, no data directory.
         Command::Audit(AuditCommand::Verify { file, keys, checkpoint }) => {
             verify(file, keys, checkpoint.as_deref())

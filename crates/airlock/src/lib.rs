@@ -11,6 +11,7 @@
     reason = "a command-line program talks on stdout and stderr"
 )]
 
+mod bench;
 mod cli;
 mod duration;
 

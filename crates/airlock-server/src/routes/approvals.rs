@@ -83,13 +83,14 @@ fn approver(caller: &Caller) -> ApiResult<()> {
 
 /// Filter for listing approvals.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalQuery {
     /// `pending`, `approved`, `rejected`, `expired` or `cancelled`.
     pub status: Option<String>,
 }
 
-/// Approval requests, newest first. Approvers, admins and auditors.
+/// Approval requests, newest first. Approvers, admins, auditors and viewers.
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals", params(ApprovalQuery),
     security(("api_key" = []), ("session" = [])),
     responses((status = 200, body = Vec<ApprovalView>)))]
@@ -98,7 +99,7 @@ pub async fn list(
     caller: Caller,
     query: Result<Query<ApprovalQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<Vec<ApprovalView>>> {
-    caller.require_any(&[Role::Approver, Role::Admin, Role::Auditor])?;
+    caller.require_any(&[Role::Approver, Role::Admin, Role::Auditor, Role::Viewer])?;
     let Query(query) = query.map_err(|e| ApiError::new(ProblemType::InvalidParameter, e.body_text()))?;
     if let Some(status) = query.status.as_deref()
         && !["pending", "approved", "rejected", "expired", "cancelled"].contains(&status)
@@ -116,7 +117,7 @@ pub async fn list(
     Ok(axum::Json(out))
 }
 
-/// One approval request. Approvers, admins and auditors.
+/// One approval request. Approvers, admins, auditors and viewers.
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals",
     params(("id" = String, Path, description = "The approval's id (`apr_…`)")),
     security(("api_key" = []), ("session" = [])),
@@ -126,7 +127,7 @@ pub async fn get(
     caller: Caller,
     PathParam(id): PathParam<String>,
 ) -> ApiResult<axum::Json<ApprovalView>> {
-    caller.require_any(&[Role::Approver, Role::Admin, Role::Auditor])?;
+    caller.require_any(&[Role::Approver, Role::Admin, Role::Auditor, Role::Viewer])?;
     let approval = state.store().get_approval(&caller.scope()?, &id).await?;
     Ok(axum::Json(view(&state, &caller, approval).await?))
 }
@@ -177,9 +178,10 @@ pub async fn decide(
         return Err(ApiError::new(ProblemType::InvalidBody, "`reason` must be 1 to 2000 characters"));
     }
     let pending = state.store().get_approval(&scope, &id).await?;
-    // The person the agent acts for may be named by e-mail as well as by id.
+    // The person the agent acts for may be named by e-mail (in any case) as well as by id.
     if let airlock_store::PrincipalKind::User { email, .. } = caller.0.kind()
-        && pending.on_behalf_of.as_deref() == Some(email.as_str())
+        && pending.on_behalf_of.as_deref().and_then(|o| airlock_types::Email::parse(o).ok()).as_ref()
+            == Some(email)
     {
         return Err(ApiError::forbidden("no one may approve their own request"));
     }
@@ -188,19 +190,22 @@ pub async fn decide(
     if let Some(reason) = state.store().stopped(&scope, Some(&run), &run.principal_id).await? {
         return Err(ApiError::new(ProblemType::Conflict, reason));
     }
+    // The approval covers the tool as it was when requested: a redefined tool is refused
+    // before anything changes.
+    let tool_name = ToolName::parse(&action.tool).map_err(|e| ApiError::internal(&e))?;
+    let tool = state.store().get_tool(&scope, &tool_name).await?;
+    if pending.status == "pending"
+        && super::runs::approval_digest(&tool, &action.arguments)? != pending.digest
+    {
+        return Err(ApiError::new(
+            ProblemType::Conflict,
+            "the tool or the action changed since the request; it must be proposed again",
+        ));
+    }
     let (approval, settlement) =
         state.store().decide_approval(&scope, &id, approve, &body.reason, body.digest.as_deref()).await?;
     if settlement == Settlement::Approved {
         let action = state.store().get_action(&scope, &approval.action_id).await?;
-        let tool_name = ToolName::parse(&action.tool).map_err(|e| ApiError::internal(&e))?;
-        let tool = state.store().get_tool(&scope, &tool_name).await?;
-        // The approval is bound to the exact tool and arguments that will run.
-        if super::runs::approval_digest(&tool_name, &action.arguments)? != approval.digest {
-            return Err(ApiError::new(
-                ProblemType::Conflict,
-                "the action no longer matches what was approved",
-            ));
-        }
         super::runs::execute(&state, &scope, &run, &tool, action).await?;
     }
     Ok(axum::Json(view(&state, &caller, approval).await?))

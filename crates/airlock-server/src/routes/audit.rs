@@ -84,6 +84,7 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
 
 /// Filters for listing entries.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EntriesQuery {
     /// Entries at or after this time (RFC 3339).
@@ -226,6 +227,7 @@ pub async fn checkpoint(State(state): State<AppState>, caller: Caller) -> Result
 
 /// Which entry, in which tree.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionQuery {
     /// The entry's index.
@@ -272,6 +274,7 @@ pub async fn inclusion(
 
 /// Two tree sizes.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     /// The older tree's size.

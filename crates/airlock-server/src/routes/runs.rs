@@ -8,6 +8,8 @@
 //! with the credential the agent never sees, an outcome verified before it counts as
 //! succeeded, and a receipt signed with the tenant's key.
 
+#![allow(unused_qualifications, reason = "utoipa's IntoParams expansion writes qualified paths")]
+
 use airlock_audit::{Receipt, ReceiptCheckpoint};
 use airlock_exec::{Connector, CredentialMaterial, OutcomeStatus};
 use airlock_policy::{
@@ -273,6 +275,10 @@ pub struct ActionView {
     pub idempotency_key: String,
     /// When it was proposed.
     pub created_at: String,
+    /// For an action that needs approval: the request's id, status, approvals needed and expiry.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Value>,
 }
 
 fn reasons_of(decision: &Value) -> Vec<String> {
@@ -300,7 +306,22 @@ pub(crate) fn action_view(action: Action) -> ActionView {
         receipt: action.receipt,
         idempotency_key: action.idempotency_key,
         created_at: action.created_at.to_rfc3339(),
+        approval: None,
     }
+}
+
+/// The action's view, with its approval request when it has one.
+pub(crate) async fn full_view(
+    state: &AppState,
+    scope: &TenantScope,
+    action: Action,
+) -> ApiResult<ActionView> {
+    let approval = state.store().approval_for_action(scope, &action.id).await?;
+    let mut view = action_view(action);
+    view.approval = approval.map(|a| {
+        json!({"id": a.id, "status": a.status, "required": a.required, "expires_at": a.expires_at.to_rfc3339()})
+    });
+    Ok(view)
 }
 
 pub(crate) fn digest_hex(value: &Value) -> ApiResult<String> {
@@ -446,14 +467,32 @@ pub async fn propose(
         Verdict::RequireApproval { approvers } => {
             let mut pending = new("pending_approval", decision_json, 0);
             pending.approval = Some(ApprovalRequest {
-                digest: approval_digest(&name, &body.arguments)?,
+                digest: approval_digest(&tool, &body.arguments)?,
                 required: approvers.max(1),
                 ttl: state.config().approval_ttl,
                 requester: run.principal_id.clone(),
                 on_behalf_of: run.on_behalf_of.clone(),
             });
             let action = store.record_action(&scope, &run.id, pending).await?;
-            return Ok((StatusCode::CREATED, axum::Json(action_view(action))));
+            let view = full_view(&state, &scope, action).await?;
+            if let (Some((url, secret)), Some(approval)) = (&state.config().approval_webhook, &view.approval)
+            {
+                crate::webhook::announce(
+                    state.http().clone(),
+                    url.clone(),
+                    secret.clone(),
+                    json!({
+                        "type": "approval.requested",
+                        "tenant": scope.slug().as_str(),
+                        "approval_id": approval["id"],
+                        "action_id": view.id,
+                        "run_id": view.run_id,
+                        "tool": view.tool,
+                        "expires_at": approval["expires_at"],
+                    }),
+                );
+            }
+            return Ok((StatusCode::CREATED, axum::Json(view)));
         }
         Verdict::Permit => {}
     }
@@ -486,8 +525,11 @@ pub async fn propose(
 }
 
 /// The digest an approval is bound to: SHA-256 of the canonical `{tool, arguments}`.
-pub(crate) fn approval_digest(tool: &ToolName, arguments: &Value) -> ApiResult<String> {
-    digest_hex(&json!({"tool": tool.as_str(), "arguments": arguments}))
+///
+/// The tool's version is part of it, so a tool redefined after the request (another URL,
+/// another credential) cannot run under an approval given for the old definition.
+pub(crate) fn approval_digest(tool: &airlock_store::Tool, arguments: &Value) -> ApiResult<String> {
+    digest_hex(&json!({"tool": tool.name.as_str(), "tool_version": tool.version, "arguments": arguments}))
 }
 
 /// Executes an action already recorded as `executing`: opens its credential for the executor,
@@ -527,7 +569,10 @@ pub(crate) async fn execute(
     metadata.insert("duration_ms".into(), Value::from(outcome.duration_ms));
     metadata.insert("outcome_digest".into(), Value::from(outcome_digest.as_str()));
     let appended = store.complete_action(scope, &action, status, outcome_json, metadata).await?;
-    let checkpoint = store.audit_checkpoint(scope).await?;
+    let checkpoint = match appended.checkpoint.clone() {
+        Some(checkpoint) => checkpoint,
+        None => store.audit_checkpoint(scope).await?,
+    };
     let receipt = Receipt {
         version: 1,
         action_id: action.id.to_string(),
@@ -554,23 +599,71 @@ fn may_read_action(caller: &Caller, run: &Run) -> bool {
     may_read_run(caller, run)
 }
 
-/// One action: its run's principal, or admins, viewers, auditors and approvers.
+/// How long to wait for an action to settle.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Wait up to this long (`30s`, `2m`, or seconds) for the action to leave
+    /// `pending_approval` or `executing`; at most 60 s, and less than the request timeout.
+    pub wait: Option<String>,
+}
+
+fn parse_wait(text: &str) -> Option<std::time::Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
+}
+
+/// One action: its run's principal, or admins, viewers, auditors and approvers. With
+/// `?wait=30s` the answer waits (long-polls) until the action is decided or executed.
 #[utoipa::path(get, path = "/v1/actions/{id}", tag = "runs",
-    params(("id" = String, Path, description = "The action's id (`act_…`)")),
+    params(("id" = String, Path, description = "The action's id (`act_…`)"), WaitQuery),
     security(("api_key" = []), ("session" = [])),
     responses((status = 200, body = ActionView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_action(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam<ActionId>,
+    query: Result<axum::extract::Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<ActionView>> {
     let scope = caller.scope()?;
-    let action = state.store().get_action(&scope, &id).await?;
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError::new(ProblemType::InvalidParameter, e.body_text()))?;
+    let limit = state
+        .config()
+        .request_timeout
+        .saturating_sub(std::time::Duration::from_secs(1))
+        .min(std::time::Duration::from_secs(60));
+    let wait = match query.wait.as_deref() {
+        None => std::time::Duration::ZERO,
+        Some(text) => parse_wait(text)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ProblemType::InvalidParameter,
+                    format!("`wait` must be a duration such as `30s`, not `{text}`"),
+                )
+            })?
+            .min(limit),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut action = state.store().get_action(&scope, &id).await?;
     let run = state.store().get_run(&scope, &action.run_id).await?;
     if !may_read_action(&caller, &run) {
         return Err(ApiError::not_found(format!("action `{id}` not found")));
     }
-    Ok(axum::Json(action_view(action)))
+    while matches!(action.status.as_str(), "pending_approval" | "executing")
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        action = state.store().get_action(&scope, &id).await?;
+    }
+    Ok(axum::Json(full_view(&state, &scope, action).await?))
 }
 
 /// An action's signed receipt, verifiable offline with the tenant's key

@@ -1,5 +1,6 @@
 //! The API's behaviour, one module per concern.
 
+mod approvals;
 mod audit;
 mod auth;
 mod headers;

@@ -1,8 +1,10 @@
 //! What the integration tests share: a running server on an ephemeral port with a fresh data
 //! directory ([`TestApp`]), fixtures made through the store (tenants, users with roles,
 //! agents, operators and their keys), and a reply type with assertions for problem details.
-//! [`upstream`] is a recording HTTP server standing in for the APIs tools call.
+//! [`upstream`] is a recording HTTP server standing in for the APIs tools call; [`runs`]
+//! opens runs and proposes actions against it.
 
+pub mod runs;
 pub mod upstream;
 
 use std::time::Duration;
