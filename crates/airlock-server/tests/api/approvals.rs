@@ -1182,3 +1182,46 @@ async fn an_approval_cannot_execute_an_action_after_its_runs_lease_expired() {
     assert_eq!(reply.status, 409, "the run is over: {}", reply.text);
     assert_eq!(desk.payments(), 0, "nothing executes for an expired run");
 }
+
+#[tokio::test]
+async fn a_new_approval_request_is_announced_to_the_webhook_signed_and_timestamped() {
+    use crate::common::upstream::Upstream;
+    let receiver = Upstream::spawn().await;
+    let secret = "a webhook secret of at least 32 bytes!!";
+    let hook = receiver.url("/hook");
+    let world = World::spawn_with(|config| {
+        config.approval_webhook = Some((hook, secrecy::SecretString::from(secret.to_owned())));
+    })
+    .await;
+    world.register(&tool("wire", "financial", post(&world.upstream, "/wire"))).await;
+    let run = world.open(&["wire"]).await;
+    let held = world.act(&run, "wire", &json!({"to": "acct-9"}), "w1").await;
+    assert_eq!(held["status"], "pending_approval");
+
+    let mut delivered = Vec::new();
+    for _ in 0..50 {
+        delivered = receiver.requests_to("/hook");
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered.len(), 1, "one notification per request");
+    let notification = &delivered[0];
+    let body = notification.json();
+    assert_eq!(body["type"], "approval.requested");
+    assert_eq!(body["approval_id"], held["approval"]["id"]);
+    assert_eq!(body["action_id"], held["id"]);
+    assert_eq!(body["tool"], "wire");
+    let timestamp: i64 = notification.header("airlock-timestamp").unwrap().parse().unwrap();
+    let now = airlock_types::Timestamp::now().as_millis() / 1000;
+    assert!((now - timestamp).abs() < 60, "the timestamp is current");
+    let expected = airlock_server::webhook::signature(
+        &secrecy::SecretString::from(secret.to_owned()),
+        timestamp,
+        &notification.body,
+    );
+    assert_eq!(notification.header("airlock-signature"), Some(expected.as_str()));
+    assert!(!String::from_utf8_lossy(&notification.body).contains(secret));
+    assert!(world.upstream.requests_to("/wire").is_empty(), "nothing executed before approval");
+}
