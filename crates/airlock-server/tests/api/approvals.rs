@@ -1204,7 +1204,7 @@ async fn a_new_approval_request_is_announced_to_the_webhook_signed_and_timestamp
         if !delivered.is_empty() {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(delivered.len(), 1, "one notification per request");
     let notification = &delivered[0];
