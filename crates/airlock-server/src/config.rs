@@ -58,6 +58,9 @@ pub struct RawConfig {
     /// Approval requests.
     #[serde(default)]
     pub approvals: RawApprovals,
+    /// Actions.
+    #[serde(default)]
+    pub actions: RawActions,
     /// Logging.
     #[serde(default)]
     pub log: RawLog,
@@ -127,6 +130,14 @@ pub struct RawAudit {
     pub checkpoint_every: Option<u64>,
     /// Sign a checkpoint this often, in seconds, when the log has grown. Default 10.
     pub checkpoint_interval_secs: Option<u64>,
+}
+
+/// Actions, as read.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActions {
+    /// Actions a run may propose per minute. Default 600.
+    pub per_run_per_minute: Option<u32>,
 }
 
 /// Approval requests, as read.
@@ -203,6 +214,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     /// How long an approval request waits.
     pub approval_ttl: Duration,
+    /// Actions a run may propose per minute.
+    pub actions_per_run_per_minute: u32,
     /// Where new approval requests are announced, with the signing key.
     pub approval_webhook: Option<(String, SecretString)>,
     /// Log format.
@@ -581,6 +594,12 @@ impl RawConfig {
                 None
             }
         };
+        let per_run = positive(
+            &mut problems,
+            "actions.per_run_per_minute",
+            self.actions.per_run_per_minute.map(u64::from),
+            600,
+        );
         let capacity = positive(
             &mut problems,
             "auth.limiter_capacity",
@@ -611,6 +630,7 @@ impl RawConfig {
             checkpoint_every,
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
             approval_ttl: Duration::from_secs(approval_ttl),
+            actions_per_run_per_minute: u32::try_from(per_run).unwrap_or(u32::MAX),
             approval_webhook,
             log_format,
             log_level,

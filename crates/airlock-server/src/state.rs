@@ -34,6 +34,8 @@ pub struct Limits {
     pub login_by_account: Limiter,
     /// Requests per authenticated principal.
     pub requests_by_principal: Limiter,
+    /// Actions proposed per run.
+    pub actions_by_run: Limiter,
 }
 
 impl Limits {
@@ -51,6 +53,7 @@ impl Limits {
                 Duration::from_secs(1),
                 config.limiter_capacity,
             ),
+            actions_by_run: Limiter::new(config.actions_per_run_per_minute, minute, config.limiter_capacity),
         }
     }
 }

@@ -35,6 +35,7 @@ const SQLITE_TENANT: &[(i64, &str, &str)] = &[
         "approvals and kill switches",
         include_str!("../migrations/sqlite/tenant/0005_approvals_and_kill_switches.sql"),
     ),
+    (6, "tool cost ceiling", include_str!("../migrations/sqlite/tenant/0006_tool_cost_ceiling.sql")),
 ];
 
 impl Set {

@@ -403,6 +403,27 @@ impl Store {
         let operation: Operation = Box::new(move |conn, event| {
             Box::pin(async move {
                 if draft.status == "executing" && draft.cost_cents > 0 {
+                    let ceiling: Option<i64> =
+                        sqlx::query_scalar("SELECT daily_cost_ceiling_cents FROM tools WHERE name = $1")
+                            .bind(draft.tool.as_str())
+                            .fetch_optional(&mut *conn)
+                            .await?
+                            .flatten();
+                    if let Some(ceiling) = ceiling {
+                        let calls: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM actions WHERE tool = $1 AND created_at > $2 \
+                             AND status IN ('executing', 'succeeded', 'unverified', 'failed')",
+                        )
+                        .bind(draft.tool.as_str())
+                        .bind(now - 86_400_000)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                        if (calls + 1).saturating_mul(draft.cost_cents) > ceiling {
+                            return Err(StoreError::Invalid(format!(
+                                "the tool's cost ceiling of {ceiling} cents per 24 hours would be exceeded"
+                            )));
+                        }
+                    }
                     let charged = sqlx::query(
                         "UPDATE runs SET spent_cents = spent_cents + $1 WHERE id = $2 AND spent_cents + $1 <= budget_cents",
                     )

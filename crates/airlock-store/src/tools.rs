@@ -33,6 +33,8 @@ pub struct Tool {
     pub classification: String,
     /// Estimated cost of one call, in cents.
     pub cost_cents: i64,
+    /// The most its calls may cost across the tenant in any 24 hours, in cents.
+    pub daily_cost_ceiling_cents: Option<i64>,
     /// How the executor calls it.
     pub connector: Value,
     /// The name of the credential its connector uses, if any.
@@ -60,6 +62,8 @@ pub struct ToolSpec {
     pub classification: String,
     /// Estimated cost per call, in cents.
     pub cost_cents: i64,
+    /// The most its calls may cost in any 24 hours, in cents.
+    pub daily_cost_ceiling_cents: Option<i64>,
     /// Its validated connector settings.
     pub connector: Value,
     /// The credential (by name) its connector uses.
@@ -95,7 +99,7 @@ pub struct PolicyVersion {
 }
 
 const TOOL_COLUMNS: &str = "t.name, t.description, t.input_schema, t.tier, t.side_effects, t.classification, \
-     t.cost_cents, t.connector, c.name AS credential, t.version, t.created_at, t.updated_at";
+     t.cost_cents, t.daily_cost_ceiling_cents, t.connector, c.name AS credential, t.version, t.created_at, t.updated_at";
 
 fn tool_from_row(row: &AnyRow) -> Result<Tool, StoreError> {
     let json = |column: &str| -> Result<Value, StoreError> {
@@ -111,6 +115,7 @@ fn tool_from_row(row: &AnyRow) -> Result<Tool, StoreError> {
         side_effects: row.try_get::<i64, _>("side_effects")? != 0,
         classification: row.try_get("classification")?,
         cost_cents: row.try_get("cost_cents")?,
+        daily_cost_ceiling_cents: row.try_get("daily_cost_ceiling_cents")?,
         connector: json("connector")?,
         credential: row.try_get("credential")?,
         version: row.try_get("version")?,
@@ -176,8 +181,8 @@ impl Store {
                 let now = Timestamp::now().as_millis();
                 sqlx::query(
                     "INSERT INTO tools (name, description, input_schema, tier, side_effects, classification, \
-                     cost_cents, connector, credential_id, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10)",
+                     cost_cents, connector, credential_id, version, created_at, updated_at, daily_cost_ceiling_cents) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11)",
                 )
                 .bind(tool.as_str())
                 .bind(spec.description.as_str())
@@ -189,6 +194,7 @@ impl Store {
                 .bind(spec.connector.to_string())
                 .bind(credential)
                 .bind(now)
+                .bind(spec.daily_cost_ceiling_cents)
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| StoreError::conflict_on_unique(e, || format!("a tool named `{tool}`")))?;
@@ -214,7 +220,7 @@ impl Store {
                 let changed = sqlx::query(
                     "UPDATE tools SET description = $1, input_schema = $2, tier = $3, side_effects = $4, \
                      classification = $5, cost_cents = $6, connector = $7, credential_id = $8, \
-                     version = version + 1, updated_at = $9 WHERE name = $10",
+                     version = version + 1, updated_at = $9, daily_cost_ceiling_cents = $11 WHERE name = $10",
                 )
                 .bind(spec.description.as_str())
                 .bind(spec.input_schema.to_string())
@@ -226,6 +232,7 @@ impl Store {
                 .bind(credential)
                 .bind(Timestamp::now().as_millis())
                 .bind(tool.as_str())
+                .bind(spec.daily_cost_ceiling_cents)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();

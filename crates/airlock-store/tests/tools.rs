@@ -49,6 +49,7 @@ fn spec(credential: Option<&str>) -> ToolSpec {
         side_effects: true,
         classification: "internal".into(),
         cost_cents: 1,
+        daily_cost_ceiling_cents: None,
         connector: json!({"kind": "http", "method": "POST", "url": "https://mail.example.com/send"}),
         credential: credential.map(|c| ToolName::parse(c).unwrap()),
     }

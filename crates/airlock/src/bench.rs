@@ -89,6 +89,7 @@ pub async fn run(args: &ActionsBench) -> anyhow::Result<()> {
     let data = tempfile::tempdir().context("cannot create a scratch data directory")?;
     let mut config = Config::for_data_dir(data.path());
     config.requests_per_second = 1_000_000;
+    config.actions_per_run_per_minute = u32::MAX;
     config.log_level = "error".into();
     let upstream = upstream().await?;
     let app = Application::build(config).await?;
@@ -118,6 +119,7 @@ pub async fn run(args: &ActionsBench) -> anyhow::Result<()> {
                 side_effects: false,
                 classification: "internal".into(),
                 cost_cents: 0,
+                daily_cost_ceiling_cents: None,
                 connector: json!({"kind": "http", "method": "GET", "url": format!("http://{upstream}/items/{{id}}"), "body": "none", "returned_id_pointer": "/id"}),
                 credential: None,
             },

@@ -356,6 +356,12 @@ pub async fn propose(
     if let Some(reason) = store.stopped(&scope, Some(&run), &run.principal_id).await? {
         return Err(ApiError::forbidden(reason));
     }
+    if let Err(wait) = state.limits().actions_by_run.spend(run.id.as_str()) {
+        let mut metadata = Map::new();
+        metadata.insert("limit_per_minute".into(), Value::from(state.config().actions_per_run_per_minute));
+        store.record(&scope, "action.rate_limited", &[("run", run.id.as_str())], metadata).await?;
+        return Err(ApiError::rate_limited(wait));
+    }
 
     if body.idempotency_key.is_empty()
         || body.idempotency_key.len() > 200

@@ -49,6 +49,9 @@ pub struct ToolBody {
     /// Estimated cost of one call, in cents (default 0).
     #[serde(default)]
     pub cost_cents: Option<i64>,
+    /// The most this tool's calls may cost across the tenant in any 24 hours, in cents.
+    #[serde(default)]
+    pub daily_cost_ceiling_cents: Option<i64>,
     /// How the executor calls it, such as
     /// `{"kind":"http","method":"POST","url":"https://api.example.com/send/{mailbox}"}`.
     #[schema(value_type = Object)]
@@ -87,6 +90,8 @@ pub struct ToolView {
     pub classification: String,
     /// Estimated cost per call, in cents.
     pub cost_cents: i64,
+    /// Its cost ceiling per 24 hours, in cents.
+    pub daily_cost_ceiling_cents: Option<i64>,
     /// Its connector.
     #[schema(value_type = Object)]
     pub connector: serde_json::Value,
@@ -129,6 +134,7 @@ fn view(tool: Tool) -> ToolView {
         side_effects: tool.side_effects,
         classification: tool.classification,
         cost_cents: tool.cost_cents,
+        daily_cost_ceiling_cents: tool.daily_cost_ceiling_cents,
         connector: tool.connector,
         credential: tool.credential,
         sensitive_arguments: sensitive,
@@ -155,6 +161,9 @@ fn spec(body: ToolBody) -> ApiResult<ToolSpec> {
     if cost_cents < 0 {
         return Err(invalid("`cost_cents` must not be negative"));
     }
+    if body.daily_cost_ceiling_cents.is_some_and(|c| c < 0) {
+        return Err(invalid("`daily_cost_ceiling_cents` must not be negative"));
+    }
     let connector = Connector::parse(&body.connector).map_err(|e| invalid(format!("`connector`: {e}")))?;
     let credential = body
         .credential
@@ -169,6 +178,7 @@ fn spec(body: ToolBody) -> ApiResult<ToolSpec> {
         side_effects: body.side_effects,
         classification,
         cost_cents,
+        daily_cost_ceiling_cents: body.daily_cost_ceiling_cents,
         connector: connector.to_json(),
         credential,
     })

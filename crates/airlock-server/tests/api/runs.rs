@@ -904,3 +904,41 @@ async fn an_idempotency_key_reused_for_another_tool_is_a_conflict_not_the_first_
     assert!(matches!(outside.status, 404 | 409), "{} {}", outside.status, outside.text);
     assert_eq!(world.upstream.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_tools_daily_cost_ceiling_holds_across_runs() {
+    let world = World::new().await;
+    let mut definition = tool("sms", "write", post(&world.upstream, "/sms"));
+    definition["cost_cents"] = json!(40);
+    definition["daily_cost_ceiling_cents"] = json!(100);
+    world.register(&definition).await;
+    let mut statuses = Vec::new();
+    for n in 0..3 {
+        let run = world.open_with(&["sms"], json!({"budget_cents": 1000})).await;
+        let action = world.act(&run, "sms", &json!({"to": "+15550100"}), &format!("s{n}")).await;
+        statuses.push(action["status"].as_str().unwrap().to_owned());
+        if n == 2 {
+            assert!(reasons(&action).contains("cost ceiling of 100 cents"), "{action}");
+        }
+    }
+    assert_eq!(statuses, ["succeeded", "succeeded", "denied"]);
+    assert_eq!(world.upstream.requests_to("/sms").len(), 2, "the third call never reached the upstream");
+}
+
+#[tokio::test]
+async fn a_run_proposing_too_fast_is_slowed_and_the_refusal_is_recorded() {
+    let world = World::spawn_with(|config| config.actions_per_run_per_minute = 2).await;
+    world.register(&tool("note", "write", post(&world.upstream, "/note"))).await;
+    let run = world.open(&["note"]).await;
+    for n in 0..2 {
+        world.act(&run, "note", &json!({"to": "x"}), &format!("n{n}")).await;
+    }
+    let limited = world.propose(&run, "note", &json!({"to": "x"}), "n2").await;
+    let problem = limited.expect_problem(429, "rate-limited");
+    assert!(limited.header("retry-after").is_some(), "{problem}");
+    assert_eq!(world.upstream.requests_to("/note").len(), 2);
+    assert_eq!(world.entries_of("action.rate_limited").await.len(), 1);
+    // Another run has its own allowance.
+    let other = world.open(&["note"]).await;
+    assert_eq!(world.act(&other, "note", &json!({"to": "x"}), "m0").await["status"], "succeeded");
+}
