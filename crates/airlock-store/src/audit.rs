@@ -104,11 +104,6 @@ impl AuditWriter {
         Ok(Self { sender })
     }
 
-    /// Appends an event, returning once its entry is durable.
-    pub(crate) async fn append(&self, event: Event) -> Result<Appended, StoreError> {
-        self.append_with(event, None, false).await
-    }
-
     /// Runs `operation` and appends `event` in one transaction, returning once both are
     /// durable; if the operation fails, neither happens. With `checkpoint`, a checkpoint
     /// covering the entry is signed in the same commit and returned with it.

@@ -83,18 +83,7 @@ impl Store {
         subject: &[(&str, &str)],
         metadata: Map<String, Value>,
     ) -> Result<Appended, StoreError> {
-        let db = self.tenant_db(scope).await?;
-        let subject: BTreeMap<String, String> =
-            subject.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        db.audit
-            .append(Event {
-                time: Timestamp::now().to_rfc3339(),
-                event_type: event_type.to_owned(),
-                actor: scope.actor().clone(),
-                subject,
-                metadata,
-            })
-            .await
+        self.append(scope, event_type, subject, metadata, None, false).await
     }
 
     /// Runs `operation` on the scope's tenant database and records the event, in one
@@ -108,17 +97,7 @@ impl Store {
         metadata: Map<String, Value>,
         operation: crate::audit::Operation,
     ) -> Result<Appended, StoreError> {
-        let db = self.tenant_db(scope).await?;
-        let subject: BTreeMap<String, String> =
-            subject.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let event = Event {
-            time: Timestamp::now().to_rfc3339(),
-            event_type: event_type.to_owned(),
-            actor: scope.actor().clone(),
-            subject,
-            metadata,
-        };
-        db.audit.append_with(event, Some(operation), false).await
+        self.append(scope, event_type, subject, metadata, Some(operation), false).await
     }
 
     /// As [`Store::record_with`], and signs a checkpoint covering the entry in the same commit.
@@ -130,6 +109,18 @@ impl Store {
         metadata: Map<String, Value>,
         operation: crate::audit::Operation,
     ) -> Result<Appended, StoreError> {
+        self.append(scope, event_type, subject, metadata, Some(operation), true).await
+    }
+
+    async fn append(
+        &self,
+        scope: &TenantScope,
+        event_type: &str,
+        subject: &[(&str, &str)],
+        metadata: Map<String, Value>,
+        operation: Option<crate::audit::Operation>,
+        checkpoint: bool,
+    ) -> Result<Appended, StoreError> {
         let db = self.tenant_db(scope).await?;
         let subject: BTreeMap<String, String> =
             subject.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -140,7 +131,7 @@ impl Store {
             subject,
             metadata,
         };
-        db.audit.append_with(event, Some(operation), true).await
+        db.audit.append_with(event, operation, checkpoint).await
     }
 
     /// A signed checkpoint covering every entry so far.
