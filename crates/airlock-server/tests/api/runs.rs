@@ -497,8 +497,8 @@ async fn tenant_policies_forbid_with_their_reason_ask_for_more_approvers_or_perm
         .policy(
             r#"@id("no-wipe") @reason("agents never wipe anything")
 forbid(principal, action, resource) when { resource.name == "wipe" };
-@id("no-lookups-of-the-ceo") @reason("the CEO's records are off limits")
-forbid(principal, action, resource) when { resource.name == "lookup" && context.args.hasTag("to") && context.args.getTag("to") == "ceo@acme.example" };
+@id("no-lookups-of-the-chair") @reason("the chair's records are off limits")
+forbid(principal, action, resource) when { resource.name == "lookup" && context.args.hasTag("to") && context.args.getTag("to") == "chair@acme.example" };
 @id("pay-two") @approval("2") @reason("payments need two people")
 permit(principal, action, resource) when { resource.name == "pay" };
 @id("no-big-payments") @reason("agents never pay more than 1000")
@@ -516,9 +516,9 @@ permit(principal, action, resource) when { resource.name == "send_email" && cont
         reasons(&wiped).contains("no-wipe") && reasons(&wiped).contains("agents never wipe anything"),
         "{wiped}"
     );
-    let ceo = world.act(&run, "lookup", &json!({"to": "ceo@acme.example"}), "ceo").await;
-    assert_eq!(ceo["status"], "denied", "a forbid beats the write tier's default: {ceo}");
-    assert!(reasons(&ceo).contains("the CEO's records are off limits"), "{ceo}");
+    let chair = world.act(&run, "lookup", &json!({"to": "chair@acme.example"}), "chair").await;
+    assert_eq!(chair["status"], "denied", "a forbid beats the write tier's default: {chair}");
+    assert!(reasons(&chair).contains("the chair's records are off limits"), "{chair}");
     let anyone = world.act(&run, "lookup", &json!({"to": "ann@acme.example"}), "ann").await;
     assert_eq!(anyone["status"], "succeeded", "{anyone}");
 
