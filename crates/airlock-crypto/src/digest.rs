@@ -22,6 +22,12 @@ impl Digest {
         <[u8; 32]>::try_from(bytes).ok().map(Self)
     }
 
+    /// Lowercase hex, as digests are written in the API and the audit log.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
     /// Compares two digests in constant time.
     #[must_use]
     pub fn ct_eq(&self, other: &Digest) -> bool {
@@ -36,6 +42,17 @@ impl std::fmt::Debug for Digest {
         }
         Ok(())
     }
+}
+
+/// Lowercase hex of `bytes`.
+#[must_use]
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }
 
 /// SHA-256 of `data`.

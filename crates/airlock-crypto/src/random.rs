@@ -11,6 +11,14 @@ pub fn random_array<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// `len` random bytes in lowercase hex, for identifiers that are unique but not secret.
+#[must_use]
+pub fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    fill(&mut bytes);
+    crate::digest::to_hex(&bytes)
+}
+
 /// `len` random bytes, encoded as unpadded base64url.
 #[must_use]
 pub fn random_base64url(len: usize) -> String {

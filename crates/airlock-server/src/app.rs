@@ -134,7 +134,7 @@ fn assemble(routes: Router<AppState>, state: AppState) -> Router {
 /// Gives each request an id, a span carrying it, metrics, a log line, and error bodies in
 /// problem-details form.
 async fn request_context(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let id: String = airlock_crypto::random_array::<16>().iter().map(|b| format!("{b:02x}")).collect();
+    let id: String = airlock_crypto::random_hex(16);
     let method = metric_method(request.method()).to_owned();
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     if let Ok(value) = HeaderValue::from_str(&id) {

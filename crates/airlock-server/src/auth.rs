@@ -124,7 +124,7 @@ pub fn check_address(state: &AppState, address: &str) -> Result<(), ApiError> {
 #[must_use]
 pub fn csrf_token(state: &AppState, session: &SessionId) -> String {
     let digest = state.store().session_binding("csrf", session);
-    digest.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    digest.to_hex()
 }
 
 fn changes_state(method: &Method) -> bool {

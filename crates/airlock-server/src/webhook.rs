@@ -18,7 +18,7 @@ pub fn signature(secret: &SecretString, timestamp: i64, body: &[u8]) -> String {
         secret.expose_secret().as_bytes(),
         &[timestamp.to_string().as_bytes(), b".", body],
     );
-    let hex: String = mac.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = mac.to_hex();
     format!("v1={hex}")
 }
 

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use airlock_types::{ActionId, RunId, Timestamp};
+use airlock_types::{ActionId, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::Row;
@@ -109,7 +109,7 @@ pub struct ApprovalRequest {
 }
 
 fn random_id(prefix: &str) -> String {
-    let hex: String = airlock_crypto::random_array::<16>().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = airlock_crypto::random_hex(16);
     format!("{prefix}_{hex}")
 }
 
@@ -660,10 +660,5 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT reason FROM platform_kill_switches WHERE lifted_at IS NULL LIMIT 1")
             .fetch_optional(self.control().pool())
             .await?)
-    }
-
-    /// The run an action belongs to.
-    pub async fn run_of(&self, scope: &TenantScope, run: &RunId) -> Result<Run, StoreError> {
-        self.get_run(scope, run).await
     }
 }

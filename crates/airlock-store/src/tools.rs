@@ -400,9 +400,9 @@ impl Store {
 }
 
 fn hex_id() -> String {
-    airlock_crypto::random_array::<16>().iter().map(|b| format!("{b:02x}")).collect()
+    airlock_crypto::random_hex(16)
 }
 
 fn hex_digest(data: &[u8]) -> String {
-    airlock_crypto::sha256(data).as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    airlock_crypto::sha256(data).to_hex()
 }

@@ -327,7 +327,7 @@ pub(crate) async fn full_view(
 pub(crate) fn digest_hex(value: &Value) -> ApiResult<String> {
     let canonical =
         airlock_audit::canonical::to_canonical(value).map_err(|e| invalid(format!("`arguments`: {e}")))?;
-    Ok(airlock_crypto::sha256(canonical.as_bytes()).as_bytes().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(airlock_crypto::sha256(canonical.as_bytes()).to_hex())
 }
 
 /// Proposes an action in a run, with the run's lease in `x-airlock-lease`. The answer is the
@@ -567,7 +567,7 @@ pub(crate) async fn execute(
     // the receipt still binds the outcome through its exact serialisation.
     let outcome_digest = digest_hex(&outcome_json).unwrap_or_else(|_| {
         let bytes = serde_json::to_vec(&outcome_json).unwrap_or_default();
-        airlock_crypto::sha256(&bytes).as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        airlock_crypto::sha256(&bytes).to_hex()
     });
     let mut metadata = Map::new();
     metadata.insert("http_status".into(), outcome.http_status.map_or(Value::Null, Value::from));
@@ -599,10 +599,6 @@ pub(crate) async fn execute(
     };
     store.sign_receipt(scope, &action.id, receipt).await?;
     Ok(store.get_action(scope, &action.id).await?)
-}
-
-fn may_read_action(caller: &Caller, run: &Run) -> bool {
-    may_read_run(caller, run)
 }
 
 /// How long to wait for an action to settle.
@@ -660,7 +656,7 @@ pub async fn get_action(
     let deadline = tokio::time::Instant::now() + wait;
     let mut action = state.store().get_action(&scope, &id).await?;
     let run = state.store().get_run(&scope, &action.run_id).await?;
-    if !may_read_action(&caller, &run) {
+    if !may_read_run(&caller, &run) {
         return Err(ApiError::not_found(format!("action `{id}` not found")));
     }
     while matches!(action.status.as_str(), "pending_approval" | "executing")
@@ -686,7 +682,7 @@ pub async fn get_receipt(
     let scope = caller.scope()?;
     let action = state.store().get_action(&scope, &id).await?;
     let run = state.store().get_run(&scope, &action.run_id).await?;
-    if !may_read_action(&caller, &run) {
+    if !may_read_run(&caller, &run) {
         return Err(ApiError::not_found(format!("action `{id}` not found")));
     }
     let receipt = state.store().receipt(&scope, &id).await?;
