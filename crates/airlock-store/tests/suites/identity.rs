@@ -1,45 +1,25 @@
-//! The store's guarantees, checked against real SQLite files in a fresh directory per test.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
+//! Tenants, identities, keys and sessions.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_crypto::KeyedHasher;
-use airlock_store::{
-    AuditOptions, AuthError, KeyOwner, NewUser, Principal, SessionPolicy, Store, StoreError, StoreOptions,
-    TenantScope,
-};
+use airlock_store::{AuthError, KeyOwner, NewUser, Principal, Store, StoreError, StoreOptions, TenantScope};
 use airlock_types::{AgentName, Email, Role, RoleSet, TenantSlug, Timestamp};
-use airlock_vault::Kek;
 use secrecy::SecretString;
 
-const SERVER_KEY: &[u8] = b"test server key, 32 bytes or more, not for production";
+use crate::common::{self, open_store, tenant};
 
 async fn open(dir: &Path) -> Store {
-    open_with(dir, Duration::from_secs(3600)).await
+    open_store(dir, 5, Duration::from_secs(3600)).await
 }
 
 async fn open_with(dir: &Path, idle: Duration) -> Store {
-    Store::open(options(dir, idle), KeyedHasher::new(SERVER_KEY.to_vec().into())).await.unwrap()
+    open_store(dir, 5, idle).await
 }
 
 fn options(dir: &Path, idle: Duration) -> StoreOptions {
-    StoreOptions {
-        kek: Arc::new(Kek::from_file(&dir.join("keys/kek.key"), true).unwrap()),
-        audit: AuditOptions { checkpoint_every: 5, checkpoint_interval: Duration::from_secs(3600) },
-        data_dir: dir.to_path_buf(),
-        sessions: SessionPolicy { lifetime: Duration::from_secs(7200), idle_timeout: idle },
-        log_statements: false,
-    }
-}
-
-async fn tenant(store: &Store, slug: &str) -> TenantScope {
-    let operator = Principal::local_operator();
-    let slug = TenantSlug::parse(slug).unwrap();
-    store.create_tenant(&operator, &slug, "").await.unwrap();
-    store.operator_scope(&operator, &slug).await.unwrap()
+    common::options(dir, 5, idle)
 }
 
 fn roles(list: &[Role]) -> RoleSet {

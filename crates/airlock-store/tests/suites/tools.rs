@@ -1,44 +1,17 @@
 //! Tools, credentials and policies in the tenant's database.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
-
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_crypto::KeyedHasher;
-use airlock_store::{
-    AuditFilter, AuditOptions, Principal, SessionPolicy, Store, StoreError, StoreOptions, TenantScope,
-    ToolSpec,
-};
-use airlock_types::{TenantSlug, ToolName};
-use airlock_vault::Kek;
+use airlock_store::{AuditFilter, Store, StoreError, TenantScope, ToolSpec};
+use airlock_types::ToolName;
 use secrecy::SecretBox;
 use serde_json::{Value, json};
 
-async fn open(dir: &Path) -> Store {
-    Store::open(
-        StoreOptions {
-            kek: Arc::new(Kek::from_file(&dir.join("keys/kek.key"), true).unwrap()),
-            audit: AuditOptions { checkpoint_every: 100, checkpoint_interval: Duration::from_secs(3600) },
-            data_dir: dir.to_path_buf(),
-            sessions: SessionPolicy {
-                lifetime: Duration::from_secs(60),
-                idle_timeout: Duration::from_secs(60),
-            },
-            log_statements: false,
-        },
-        KeyedHasher::new(b"a tools test server key of 32+ bytes!".to_vec().into()),
-    )
-    .await
-    .unwrap()
-}
+use crate::common::{open_store, tenant};
 
-async fn tenant(store: &Store, slug: &str) -> TenantScope {
-    let operator = Principal::local_operator();
-    let slug = TenantSlug::parse(slug).unwrap();
-    store.create_tenant(&operator, &slug, "").await.unwrap();
-    store.operator_scope(&operator, &slug).await.unwrap()
+async fn open(dir: &Path) -> Store {
+    open_store(dir, 100, Duration::from_secs(60)).await
 }
 
 fn spec(credential: Option<&str>) -> ToolSpec {

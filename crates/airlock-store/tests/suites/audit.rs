@@ -1,43 +1,18 @@
 //! The audit log in storage: durable, append-only at the database level, verifiable by the
 //! offline verifier with the public key alone.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
-
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_audit::{Checkpoint, NoteVerifier, verify_export};
-use airlock_crypto::KeyedHasher;
-use airlock_store::{AuditFilter, AuditOptions, Principal, SessionPolicy, Store, StoreOptions, TenantScope};
-use airlock_types::{AgentName, TenantSlug};
-use airlock_vault::Kek;
+use airlock_store::{AuditFilter, Store, TenantScope};
+use airlock_types::AgentName;
 use serde_json::{Map, Value};
 
-fn options(dir: &Path, every: u64) -> StoreOptions {
-    StoreOptions {
-        kek: Arc::new(Kek::from_file(&dir.join("keys/kek.key"), true).unwrap()),
-        audit: AuditOptions { checkpoint_every: every, checkpoint_interval: Duration::from_secs(3600) },
-        data_dir: dir.to_path_buf(),
-        sessions: SessionPolicy { lifetime: Duration::from_secs(60), idle_timeout: Duration::from_secs(60) },
-        log_statements: false,
-    }
-}
+use crate::common::{open_store, tenant};
 
 async fn open(dir: &Path, every: u64) -> Store {
-    Store::open(
-        options(dir, every),
-        KeyedHasher::new(b"an audit test server key of 32+ bytes".to_vec().into()),
-    )
-    .await
-    .unwrap()
-}
-
-async fn tenant(store: &Store, slug: &str) -> TenantScope {
-    let operator = Principal::local_operator();
-    let slug = TenantSlug::parse(slug).unwrap();
-    store.create_tenant(&operator, &slug, "").await.unwrap();
-    store.operator_scope(&operator, &slug).await.unwrap()
+    open_store(dir, every, Duration::from_secs(60)).await
 }
 
 async fn export(store: &Store, scope: &TenantScope) -> String {

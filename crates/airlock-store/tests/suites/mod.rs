@@ -1,0 +1,5 @@
+//! One module per concern.
+
+mod audit;
+mod identity;
+mod tools;
