@@ -50,28 +50,15 @@ impl Server {
     }
 
     fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
         let mut child = airlock(data_dir)
-            .args(["serve", "--port", &port.to_string()])
+            .args(["serve", "--port", "0"])
             .env("AIRLOCK_LOG__LEVEL", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stdout = Vec::new();
-        // The banner ends with the API description line.
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let done = line.starts_with("API description:");
-            stdout.push(line);
-            if done {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let (base, stdout) = read_banner(&mut child);
         wait_until_up(&base, "/healthz");
         Self { child, base, stdout }
     }
@@ -119,8 +106,29 @@ fn wait_until_up(base: &str, path: &str) -> reqwest::blocking::Response {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Reads the server's banner from its standard output, up to the API description line, and
+/// returns the base URL it says it listens on with the lines read; the rest of the output is
+/// drained in the background. The server binds port 0 itself, so parallel tests never race
+/// for a port.
+fn read_banner(child: &mut Child) -> (String, Vec<String>) {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("API description:");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let first = banner.first().expect("a banner");
+    let address = first
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address");
+    (address.to_owned(), banner)
 }
 
 fn whoami(base: &str, key: &str) -> (u16, Value) {
@@ -342,12 +350,11 @@ fn production_starts_when_configured_properly() {
         std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let config = dir.path().join("airlock.toml");
-    let port = free_port();
     std::fs::write(
         &config,
         format!(
             "mode = \"production\"\npublic_url = \"https://airlock.example.com\"\n\
-             [server]\nlisten = \"127.0.0.1:{port}\"\n[key_provider]\nkind = \"file\"\npath = \"{}\"\n",
+             [server]\nlisten = \"127.0.0.1:0\"\n[key_provider]\nkind = \"file\"\npath = \"{}\"\n",
             dir.path().join("kek.key").display()
         ),
     )
@@ -357,11 +364,11 @@ fn production_starts_when_configured_properly() {
         .args(["--config", config.to_str().unwrap(), "serve"])
         .env("AIRLOCK_SECRETS__SERVER_KEY_FILE", &key_file)
         .env("AIRLOCK_LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (base, _) = read_banner(&mut child);
     let response = wait_until_up(&base, "/readyz");
     assert_eq!(response.status().as_u16(), 200);
     assert!(
@@ -378,15 +385,14 @@ fn logs_are_json_lines_with_request_context_and_never_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("airlock.log");
     let data = dir.path().join("data");
-    let port = free_port();
     let mut child = airlock(&data)
-        .args(["serve", "--port", &port.to_string()])
+        .args(["serve", "--port", "0"])
         .env("AIRLOCK_LOG__LEVEL", "debug")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (base, _) = read_banner(&mut child);
     wait_until_up(&base, "/healthz");
     let created =
         ok_json(&data, &["key", "create", "--tenant", "default", "--agent", "bot", "--create-agent"]);
