@@ -61,6 +61,9 @@ pub struct RawConfig {
     /// Actions.
     #[serde(default)]
     pub actions: RawActions,
+    /// Content inspection.
+    #[serde(default)]
+    pub inspection: RawInspection,
     /// Logging.
     #[serde(default)]
     pub log: RawLog,
@@ -153,6 +156,15 @@ pub struct RawApprovals {
     pub webhook_secret: Option<String>,
 }
 
+/// Content inspection, as read.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInspection {
+    /// How long the token vault keeps a value after its token was last minted, so that it can
+    /// be restored, in seconds. Default 2592000 (30 days).
+    pub token_retention_secs: Option<u64>,
+}
+
 /// Logging, as read.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +226,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     /// How long an approval request waits.
     pub approval_ttl: Duration,
+    /// How long the token vault keeps a value.
+    pub token_retention: Duration,
     /// Actions a run may propose per minute.
     pub actions_per_run_per_minute: u32,
     /// Where new approval requests are announced, with the signing key.
@@ -567,6 +581,12 @@ impl RawConfig {
             10,
         );
         let approval_ttl = positive(&mut problems, "approvals.ttl_secs", self.approvals.ttl_secs, 86_400);
+        let token_retention = positive(
+            &mut problems,
+            "inspection.token_retention_secs",
+            self.inspection.token_retention_secs,
+            30 * 86_400,
+        );
         let approval_webhook = match (self.approvals.webhook_url, self.approvals.webhook_secret) {
             (None, None) => None,
             (Some(url), Some(secret)) => {
@@ -630,6 +650,7 @@ impl RawConfig {
             checkpoint_every,
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
             approval_ttl: Duration::from_secs(approval_ttl),
+            token_retention: Duration::from_secs(token_retention),
             actions_per_run_per_minute: u32::try_from(per_run).unwrap_or(u32::MAX),
             approval_webhook,
             log_format,

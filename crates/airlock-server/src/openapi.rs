@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{admin, approvals, audit, health, identity, runs, sessions, tools};
+use crate::routes::{admin, approvals, audit, health, identity, inspect, runs, sessions, tools};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -25,6 +25,7 @@ use crate::state::AppState;
         (name = "identity", description = "Who is calling; users, agents and API keys of the caller's tenant"),
         (name = "sessions", description = "Console login and logout"),
         (name = "tools", description = "Tools, their credentials, and the tenant's Cedar policies"),
+        (name = "inspection", description = "PII and secret redaction profiles, trying texts against them, restoring tokens"),
         (name = "runs", description = "Runs with their leases, and the actions proposed in them"),
         (name = "approvals", description = "Approval requests and kill switches"),
         (name = "audit", description = "The tenant's tamper-evident audit log: export, entries, checkpoints, proofs, keys"),
@@ -81,6 +82,9 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tools::put_credential))
         .routes(routes!(tools::get_policies, tools::put_policies))
         .routes(routes!(tools::policy_schema))
+        .routes(routes!(inspect::get_profile, inspect::put_profile))
+        .routes(routes!(inspect::inspect))
+        .routes(routes!(inspect::restore_tokens))
         .routes(routes!(runs::open_run))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::complete_run))

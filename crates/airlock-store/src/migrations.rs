@@ -36,6 +36,7 @@ const SQLITE_TENANT: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/tenant/0005_approvals_and_kill_switches.sql"),
     ),
     (6, "tool cost ceiling", include_str!("../migrations/sqlite/tenant/0006_tool_cost_ceiling.sql")),
+    (7, "inspection", include_str!("../migrations/sqlite/tenant/0007_inspection.sql")),
 ];
 
 impl Set {

@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod audit;
 pub mod health;
 pub mod identity;
+pub mod inspect;
 pub mod runs;
 pub mod sessions;
 pub mod tools;

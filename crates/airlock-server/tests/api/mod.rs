@@ -7,6 +7,7 @@ mod headers;
 mod health;
 mod identity;
 mod input;
+mod inspection;
 mod openapi;
 mod problems;
 mod rate_limits;

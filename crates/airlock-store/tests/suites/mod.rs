@@ -2,4 +2,5 @@
 
 mod audit;
 mod identity;
+mod inspection;
 mod tools;
