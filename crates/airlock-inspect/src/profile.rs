@@ -349,3 +349,102 @@ impl Redaction {
         self.tokens.iter().map(|t| (t.core.clone(), t.value.clone())).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use proptest::prelude::*;
+    use secrecy::SecretSlice;
+
+    use super::*;
+    use crate::kind::Builtin;
+    use crate::token::{RestoreMode, restore};
+
+    fn tokenizer() -> Tokenizer {
+        Tokenizer::new(SecretSlice::from(vec![9u8; 32]))
+    }
+
+    fn profile(json: &str) -> Profile {
+        Profile::compile(serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    const TEXT: &str = "Ana (ana@example.com, +44 20 7123 4567) paid with 4111 1111 1111 1111.";
+
+    #[test]
+    fn each_action_does_what_it_says() {
+        let p =
+            profile(r#"{"mode":"standard","kinds":{"email":"mask","phone":"drop","payment_card":"block"}}"#);
+        let r = p.redact(TEXT, &tokenizer());
+        assert_eq!(r.text, "Ana ([EMAIL], ) paid with [CARD].");
+        assert!(r.blocked());
+        assert_eq!(r.blocking_kinds(), vec![Kind::Builtin(Builtin::PaymentCard)]);
+        assert!(r.tokens.is_empty());
+        assert_eq!(
+            r.counts().into_iter().collect::<Vec<_>>(),
+            vec![("email".to_owned(), 1), ("payment_card".to_owned(), 1), ("phone".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn modes_choose_the_kinds() {
+        let off = profile(r#"{"mode":"off","patterns":[{"name":"x","pattern":"Ana"}]}"#);
+        assert_eq!(off.redact(TEXT, &tokenizer()).text, TEXT);
+        let custom = profile(r#"{"mode":"custom","kinds":{"email":"tokenize"}}"#);
+        let r = custom.redact(TEXT, &tokenizer());
+        assert_eq!(r.findings.len(), 1);
+        assert!(r.text.contains("4111 1111 1111 1111"));
+        let ignored = profile(r#"{"mode":"standard","kinds":{"phone":"ignore"}}"#);
+        assert!(ignored.redact(TEXT, &tokenizer()).text.contains("+44 20 7123 4567"));
+        let standard = Profile::compile(ProfileSpec::default()).unwrap();
+        assert_eq!(standard.action(&Kind::Builtin(Builtin::PersonName)), None);
+        let aggressive = Profile::compile(ProfileSpec::of(Mode::Aggressive)).unwrap();
+        assert_eq!(aggressive.action(&Kind::Builtin(Builtin::PersonName)), Some(Action::Tokenize));
+    }
+
+    #[test]
+    fn every_problem_of_a_spec_is_reported_at_once() {
+        let spec: ProfileSpec = serde_json::from_str(
+            r#"{"mode":"custom","kinds":{"shoe_size":"mask"},
+                "patterns":[{"name":"Bad Name","pattern":"x"},{"name":"ok","pattern":"(?<=a)b"}],
+                "dictionaries":[{"name":"ok","terms":["a"]}]}"#,
+        )
+        .unwrap();
+        let message = Profile::compile(spec).unwrap_err().to_string();
+        for part in ["shoe_size", "Bad Name", "defined twice", "look-around"] {
+            assert!(message.contains(part), "{part} missing from: {message}");
+        }
+    }
+
+    #[test]
+    fn redacted_text_restores_to_the_original() {
+        let p = Profile::compile(ProfileSpec::of(Mode::Aggressive)).unwrap();
+        let r = p.redact(TEXT, &tokenizer());
+        assert_eq!(r.tokens.len(), r.findings.len());
+        assert_eq!(restore(&r.text, &r.lookup(), RestoreMode::Text).0, TEXT);
+    }
+
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("ana.lopez@example.com".to_owned()),
+            Just("4111 1111 1111 1111".to_owned()),
+            Just("GB82 WEST 1234 5698 7654 32".to_owned()),
+            Just("+44 20 7123 4567".to_owned()),
+            Just("Dr. Jane Smith".to_owned()),
+            Just("[EMAIL_0123456789ab]".to_owned()),
+            Just("password=hunter2hunter2".to_owned()),
+            "[ -~é中\n]{0,20}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn tokenize_then_restore_is_the_identity(parts in proptest::collection::vec(fragment(), 0..10)) {
+            static AGGRESSIVE: std::sync::LazyLock<Profile> =
+                std::sync::LazyLock::new(|| Profile::compile(ProfileSpec::of(Mode::Aggressive)).unwrap());
+            let text = parts.concat();
+            let r = AGGRESSIVE.redact(&text, &tokenizer());
+            prop_assert_eq!(restore(&r.text, &r.lookup(), RestoreMode::Text).0, text);
+        }
+    }
+}

@@ -54,6 +54,10 @@ enum Command {
     /// Measure Airlock end to end.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Redact, restore and scan text on standard input, as the gateway would: no server,
+    /// configuration or data directory.
+    #[command(subcommand)]
+    Inspect(crate::inspect::InspectCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +311,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify { file, keys, checkpoint }) => {
             verify(file, keys, checkpoint.as_deref())
         }
+        Command::Inspect(command) => crate::inspect::run(command),
         Command::Audit(command) => with_store(&cli, async |store| audit(store, command).await).await,
         Command::Tenant(command) => with_store(&cli, async |store| tenant(store, command).await).await,
         Command::User(command) => with_store(&cli, async |store| user(store, command).await).await,

@@ -1,4 +1,5 @@
-//! The `airlock` command: run the server, and administer the data directory.
+//! The `airlock` command: run the server, administer the data directory, and try content
+//! inspection offline.
 //!
 //! Administrative commands act directly on the data directory (SQLite allows them to run
 //! beside a live server); whoever can read the directory already holds its secrets, so they
@@ -14,11 +15,13 @@
 mod bench;
 mod cli;
 mod duration;
+mod inspect;
 
 use std::process::ExitCode;
 
 /// Runs the command line and maps the outcome to an exit code: 0 on success, 1 on a failed
-/// command, 2 on a configuration problem.
+/// command, 2 on a configuration problem (for `airlock inspect`, a profile, key or mapping it
+/// cannot use), 3 when `airlock inspect` blocked or flagged the text.
 #[must_use]
 pub fn main() -> ExitCode {
     match cli::run() {
@@ -27,6 +30,10 @@ pub fn main() -> ExitCode {
             if let Some(config) = error.downcast_ref::<airlock_server::ConfigError>() {
                 eprintln!("airlock: {config}");
                 return ExitCode::from(2);
+            }
+            if let Some(status) = error.downcast_ref::<inspect::StatusError>() {
+                eprintln!("airlock: {status}");
+                return ExitCode::from(status.code());
             }
             eprintln!("airlock: {error:#}");
             ExitCode::FAILURE
