@@ -5,10 +5,11 @@
 //! `cargo bench -p airlock-inspect --bench inspect`. Throughput is reported per core (each
 //! benchmark runs on one thread).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::sync::LazyLock;
 
+use airlock_inspect::injection::Scanner;
 use airlock_inspect::{Mode, Profile, ProfileSpec, RestoreMode, Tokenizer, restore};
 use divan::counter::BytesCount;
 use divan::{Bencher, black_box};
@@ -71,6 +72,7 @@ fn worst_cases() -> Vec<(&'static str, String)> {
 static TOKENIZER: LazyLock<Tokenizer> = LazyLock::new(|| Tokenizer::new(SecretSlice::from(vec![7u8; 32])));
 static STANDARD: LazyLock<Profile> =
     LazyLock::new(|| Profile::compile(ProfileSpec::of(Mode::Standard)).unwrap());
+static SCANNER: LazyLock<Scanner> = LazyLock::new(Scanner::new);
 static AGGRESSIVE: LazyLock<Profile> =
     LazyLock::new(|| Profile::compile(ProfileSpec::of(Mode::Aggressive)).unwrap());
 
@@ -110,4 +112,16 @@ fn restore_message_2kb(b: Bencher) {
     let lookup = redaction.lookup();
     let text = redaction.text;
     b.counter(BytesCount::of_str(&text)).bench(|| restore(black_box(&text), &lookup, RestoreMode::Text));
+}
+
+#[divan::bench]
+fn scan_injection_prose(b: Bencher) {
+    let text = &*PROSE;
+    b.counter(BytesCount::of_str(text)).bench(|| SCANNER.scan(black_box(text)));
+}
+
+#[divan::bench]
+fn scan_injection_message_2kb(b: Bencher) {
+    let text = &*MESSAGE;
+    b.counter(BytesCount::of_str(text)).bench(|| SCANNER.scan(black_box(text)));
 }
