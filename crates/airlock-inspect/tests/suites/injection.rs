@@ -162,6 +162,3 @@ fn bipia_benign_contexts_stay_below_threshold() {
         .collect();
     assert!(flagged.len() <= 2, "benign records flagged: {flagged:#?}");
 }
-
-/// The scan is used on every tool output, so the whole development set must stay fast even in
-/// an unoptimised test build.
