@@ -17,6 +17,7 @@ mod error;
 mod identity;
 mod inspection;
 mod migrations;
+mod models;
 mod principal;
 mod runs;
 mod tenant;
@@ -39,6 +40,9 @@ pub use db::{Backend, Database};
 pub use error::{AuthError, StoreError};
 pub use identity::{Agent, ApiKey, CreatedApiKey, CreatedSession, KeyOwner, NewUser, Session, Tenant, User};
 pub use inspection::{InspectionProfile, VaultEntry};
+pub use models::{
+    BudgetLimits, ModelAlias, ModelRoute, ModelSettings, NewModelRoute, OpenedRoute, Reserve, Settle,
+};
 pub use principal::{Credential, Principal, PrincipalKind, TenantScope};
 pub use runs::{Action, LeaseError, NewAction, NewRun, OpenedRun, Run};
 pub use tenant::{TenantDb, origin as audit_origin};

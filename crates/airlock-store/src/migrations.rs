@@ -37,6 +37,7 @@ const SQLITE_TENANT: &[(i64, &str, &str)] = &[
     ),
     (6, "tool cost ceiling", include_str!("../migrations/sqlite/tenant/0006_tool_cost_ceiling.sql")),
     (7, "inspection", include_str!("../migrations/sqlite/tenant/0007_inspection.sql")),
+    (8, "models", include_str!("../migrations/sqlite/tenant/0008_models.sql")),
 ];
 
 impl Set {

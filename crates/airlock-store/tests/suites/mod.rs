@@ -3,4 +3,5 @@
 mod audit;
 mod identity;
 mod inspection;
+mod models;
 mod tools;
