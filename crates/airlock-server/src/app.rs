@@ -39,7 +39,9 @@ impl Application {
         let (routes, document) = openapi::router_and_document();
         let openapi_json = document.to_pretty_json().context("cannot render the OpenAPI document")?;
         let executor = airlock_exec::Executor::new().context("cannot start the executor")?;
-        let state = AppState::new(store, executor, config, openapi_json);
+        let llm = airlock_llm::client::Client::new(config.model_client.clone())
+            .context("cannot start the model-provider client")?;
+        let state = AppState::new(store, executor, llm, config, openapi_json);
         let router = assemble(routes, state.clone());
         Ok(Self { listener, router, state })
     }

@@ -64,6 +64,9 @@ pub struct RawConfig {
     /// Content inspection.
     #[serde(default)]
     pub inspection: RawInspection,
+    /// The model gateway.
+    #[serde(default)]
+    pub models: RawModels,
     /// Logging.
     #[serde(default)]
     pub log: RawLog,
@@ -165,6 +168,39 @@ pub struct RawInspection {
     pub token_retention_secs: Option<u64>,
 }
 
+/// The model gateway, as read.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModels {
+    /// Seconds to wait for a provider's response headers. Default 60.
+    pub first_byte_timeout_secs: Option<u64>,
+    /// Seconds a non-streamed provider response may take in all. Default 300.
+    pub total_timeout_secs: Option<u64>,
+    /// Seconds a streamed response may go quiet before it is cut off. Default 60.
+    pub stream_idle_timeout_secs: Option<u64>,
+    /// Attempts per provider route before falling back to the next. Default 2.
+    pub attempts_per_route: Option<u32>,
+}
+
+impl RawModels {
+    fn client_config(&self) -> airlock_llm::client::ClientConfig {
+        let mut c = airlock_llm::client::ClientConfig::default();
+        if let Some(s) = self.first_byte_timeout_secs {
+            c.first_byte_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = self.total_timeout_secs {
+            c.total_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(s) = self.stream_idle_timeout_secs {
+            c.idle_stream_timeout = Duration::from_secs(s.max(1));
+        }
+        if let Some(n) = self.attempts_per_route {
+            c.max_attempts_per_upstream = n.clamp(1, 10);
+        }
+        c
+    }
+}
+
 /// Logging, as read.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +264,8 @@ pub struct Config {
     pub approval_ttl: Duration,
     /// How long the token vault keeps a value.
     pub token_retention: Duration,
+    /// How the model gateway calls providers: timeouts, retries, circuit breaking.
+    pub model_client: airlock_llm::client::ClientConfig,
     /// Actions a run may propose per minute.
     pub actions_per_run_per_minute: u32,
     /// Where new approval requests are announced, with the signing key.
@@ -651,6 +689,7 @@ impl RawConfig {
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
             approval_ttl: Duration::from_secs(approval_ttl),
             token_retention: Duration::from_secs(token_retention),
+            model_client: self.models.client_config(),
             actions_per_run_per_minute: u32::try_from(per_run).unwrap_or(u32::MAX),
             approval_webhook,
             log_format,

@@ -37,6 +37,38 @@ pub struct AuthFailureLabels {
     pub reason: String,
 }
 
+/// Labels of a model call. The model is the provider's model name (`gpt-4o-mini`), not the
+/// tenant's alias; the outcome is one of a fixed few.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// `openai`, `azure_openai` or `anthropic`.
+    pub provider: String,
+    /// The model name at the provider.
+    pub model: String,
+    /// `ok`, `refused` (by the provider), `failed`, `abandoned` (by the client).
+    pub outcome: String,
+}
+
+/// Labels of a model call's tokens.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelTokenLabels {
+    /// `openai`, `azure_openai` or `anthropic`.
+    pub provider: String,
+    /// The model name at the provider.
+    pub model: String,
+    /// `input` or `output`.
+    pub direction: String,
+}
+
+/// Labels of a model call's cost and latency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelRouteLabels {
+    /// `openai`, `azure_openai` or `anthropic`.
+    pub provider: String,
+    /// The model name at the provider.
+    pub model: String,
+}
+
 /// The metrics registry and handles.
 #[derive(Debug)]
 pub struct Metrics {
@@ -47,6 +79,14 @@ pub struct Metrics {
     pub http_duration: Family<RouteLabels, Histogram>,
     /// `airlock_auth_failures_total`
     pub auth_failures: Family<AuthFailureLabels, Counter>,
+    /// `airlock_model_requests_total`
+    pub model_requests: Family<ModelLabels, Counter>,
+    /// `airlock_model_tokens_total`
+    pub model_tokens: Family<ModelTokenLabels, Counter>,
+    /// `airlock_model_cost_microcents_total`
+    pub model_cost: Family<ModelRouteLabels, Counter>,
+    /// `airlock_model_request_duration_seconds`
+    pub model_duration: Family<ModelRouteLabels, Histogram>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -70,7 +110,39 @@ impl Metrics {
         );
         let auth_failures = Family::<AuthFailureLabels, Counter>::default();
         registry.register("auth_failures", "Refused authentications, by reason", auth_failures.clone());
-        Self { registry, http_requests, http_duration, auth_failures }
+        let model_requests = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "model_requests",
+            "Model calls, by provider, model and outcome",
+            model_requests.clone(),
+        );
+        let model_tokens = Family::<ModelTokenLabels, Counter>::default();
+        registry.register("model_tokens", "Tokens reported by model providers", model_tokens.clone());
+        let model_cost = Family::<ModelRouteLabels, Counter>::default();
+        registry.register(
+            "model_cost_microcents",
+            "Model spend, in millionths of a cent",
+            model_cost.clone(),
+        );
+        let model_duration = Family::<ModelRouteLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "model_request_duration",
+            "Time from a model call's arrival to its last byte",
+            prometheus_client::registry::Unit::Seconds,
+            model_duration.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            auth_failures,
+            model_requests,
+            model_tokens,
+            model_cost,
+            model_duration,
+        }
     }
 
     /// Counts a refused authentication.

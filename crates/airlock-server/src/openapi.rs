@@ -7,7 +7,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{admin, approvals, audit, health, identity, inspect, runs, sessions, tools};
+use crate::routes::{
+    admin, approvals, audit, gateway, health, identity, inspect, models, runs, sessions, tools,
+};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -25,6 +27,7 @@ use crate::state::AppState;
         (name = "identity", description = "Who is calling; users, agents and API keys of the caller's tenant"),
         (name = "sessions", description = "Console login and logout"),
         (name = "tools", description = "Tools, their credentials, and the tenant's Cedar policies"),
+        (name = "models", description = "The model gateway: OpenAI- and Anthropic-compatible endpoints, routes, budgets"),
         (name = "inspection", description = "PII and secret redaction profiles, trying texts against them, restoring tokens"),
         (name = "runs", description = "Runs with their leases, and the actions proposed in them"),
         (name = "approvals", description = "Approval requests and kill switches"),
@@ -85,6 +88,12 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(inspect::get_profile, inspect::put_profile))
         .routes(routes!(inspect::inspect))
         .routes(routes!(inspect::restore_tokens))
+        .routes(routes!(gateway::chat_completions))
+        .routes(routes!(gateway::messages))
+        .routes(routes!(gateway::list_models))
+        .routes(routes!(models::list_aliases))
+        .routes(routes!(models::put_alias, models::delete_alias))
+        .routes(routes!(models::get_settings, models::put_settings))
         .routes(routes!(runs::open_run))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::complete_run))

@@ -48,6 +48,14 @@ pub enum ProblemType {
     Timeout,
     /// A dependency is not available.
     Unavailable,
+    /// A spending or token budget would be exceeded.
+    BudgetExceeded,
+    /// The model provider refused the request as it was sent; its own error is attached.
+    UpstreamRefused,
+    /// No model provider of the route answered usefully.
+    UpstreamFailed,
+    /// The model provider did not answer in time.
+    UpstreamTimeout,
     /// Airlock failed; the log has the details.
     Internal,
 }
@@ -72,6 +80,10 @@ impl ProblemType {
             Self::RateLimited => "rate-limited",
             Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
+            Self::BudgetExceeded => "budget-exceeded",
+            Self::UpstreamRefused => "upstream-refused",
+            Self::UpstreamFailed => "upstream-failed",
+            Self::UpstreamTimeout => "upstream-timeout",
             Self::Internal => "internal",
         }
     }
@@ -89,7 +101,10 @@ impl ProblemType {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamRefused => StatusCode::BAD_REQUEST,
+            Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Timeout | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -114,6 +129,10 @@ impl ProblemType {
             Self::RateLimited => "Too many requests",
             Self::Timeout => "The request took too long",
             Self::Unavailable => "Temporarily unavailable",
+            Self::BudgetExceeded => "A budget would be exceeded",
+            Self::UpstreamRefused => "The model provider refused the request",
+            Self::UpstreamFailed => "The model provider failed",
+            Self::UpstreamTimeout => "The model provider did not answer in time",
             Self::Internal => "Internal error",
         }
     }
@@ -140,6 +159,12 @@ pub struct Problem {
     /// The request's id (also in the `x-request-id` header), for support and logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// On the model endpoints only: the error in the shape the OpenAI and Anthropic SDKs
+    /// read (`{"message", "type", "code"}`), or the provider's own error when it refused the
+    /// request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
 }
 
 /// An error answered to the caller as problem details.
@@ -148,12 +173,42 @@ pub struct ApiError {
     kind: ProblemType,
     detail: String,
     retry_after_secs: Option<u64>,
+    status: Option<StatusCode>,
+    error: Option<serde_json::Value>,
 }
 
 impl ApiError {
     /// An error of `kind` with a caller-facing detail.
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into(), retry_after_secs: None }
+        Self { kind, detail: detail.into(), retry_after_secs: None, status: None, error: None }
+    }
+
+    /// The same error, also in the shape model SDKs read (`error.message`), for the model
+    /// endpoints.
+    #[must_use]
+    pub fn for_model_clients(mut self) -> Self {
+        if self.error.is_none() {
+            let status = self.status.unwrap_or(self.kind.status()).as_u16();
+            self.error = Some(serde_json::json!({
+                "message": self.detail,
+                "type": self.kind.name(),
+                "code": status,
+            }));
+        }
+        self
+    }
+
+    /// A provider's refusal: its status (a 4xx) and its own error object, passed on so the
+    /// caller's SDK reports what the provider said.
+    #[must_use]
+    pub fn upstream_refused(status: StatusCode, provider_error: Option<serde_json::Value>) -> Self {
+        let mut error = Self::new(
+            ProblemType::UpstreamRefused,
+            format!("the model provider refused the request with status {}", status.as_u16()),
+        );
+        error.status = Some(status);
+        error.error = provider_error;
+        error.for_model_clients()
     }
 
     /// The problem type.
@@ -189,6 +244,8 @@ impl ApiError {
             kind: ProblemType::RateLimited,
             detail: format!("rate limit exceeded; retry in {secs} s"),
             retry_after_secs: Some(secs),
+            status: None,
+            error: None,
         }
     }
 
@@ -231,14 +288,16 @@ impl From<airlock_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status.unwrap_or(self.kind.status());
         let body = Problem {
             problem_type: self.kind.uri(),
             title: self.kind.title().to_owned(),
-            status: self.kind.status().as_u16(),
+            status: status.as_u16(),
             detail: self.detail,
             request_id: None,
+            error: self.error,
         };
-        let mut response = (self.kind.status(), axum::Json(body)).into_response();
+        let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after_secs {
@@ -314,5 +373,6 @@ fn bare(status: StatusCode) -> Problem {
         status: status.as_u16(),
         detail,
         request_id: None,
+        error: None,
     }
 }

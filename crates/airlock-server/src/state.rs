@@ -31,6 +31,7 @@ struct Inner {
     limits: Limits,
     openapi_json: String,
     inspection: Inspection,
+    llm: airlock_llm::client::Client,
 }
 
 /// Compiled inspection state: the injection scanner, each tenant's compiled profile (by
@@ -79,7 +80,13 @@ impl Limits {
 impl AppState {
     /// Builds the state.
     #[must_use]
-    pub fn new(store: Store, executor: airlock_exec::Executor, config: Config, openapi_json: String) -> Self {
+    pub fn new(
+        store: Store,
+        executor: airlock_exec::Executor,
+        llm: airlock_llm::client::Client,
+        config: Config,
+        openapi_json: String,
+    ) -> Self {
         let limits = Limits::new(&config);
         // Airlock's own notifications follow no redirects, like the executor's calls.
         let http = reqwest::Client::builder()
@@ -107,6 +114,7 @@ impl AppState {
                     profiles: Mutex::new(HashMap::new()),
                     tokenizers: Mutex::new(HashMap::new()),
                 },
+                llm,
             }),
         }
     }
@@ -151,6 +159,12 @@ impl AppState {
     #[must_use]
     pub fn openapi_json(&self) -> &str {
         &self.inner.openapi_json
+    }
+
+    /// The model-provider client.
+    #[must_use]
+    pub fn llm(&self) -> &airlock_llm::client::Client {
+        &self.inner.llm
     }
 
     /// The injection scanner.

@@ -129,6 +129,14 @@ pub struct Settle {
     pub cost_ucents: i64,
 }
 
+/// A stored route's sealed key, kept when its route is rewritten without one.
+struct KeptKey {
+    id: String,
+    provider: String,
+    base_url: String,
+    sealed: Vec<u8>,
+}
+
 /// The key's place.
 fn route_key_context(id: &str) -> Context<'_> {
     Context { table: "model_routes", column: "key_sealed", row: id }
@@ -170,18 +178,18 @@ impl Store {
                     "SELECT {ROUTE_COLUMNS} FROM model_routes WHERE alias = $1 ORDER BY position"
                 ));
                 let old = sqlx::query(sql).bind(name.as_str()).fetch_all(&mut *conn).await?;
-                let mut kept: Vec<Option<(String, String, Vec<u8>, String)>> = Vec::new();
+                let mut kept: Vec<Option<KeptKey>> = Vec::new();
                 for row in &old {
                     let sealed: Option<Vec<u8>> = row.try_get("key_sealed")?;
-                    let id: String = row.try_get("id")?;
-                    kept.push(sealed.map(|s| {
-                        (
-                            row.try_get::<String, _>("provider").unwrap_or_default(),
-                            row.try_get::<String, _>("base_url").unwrap_or_default(),
-                            s,
-                            id,
-                        )
-                    }));
+                    kept.push(match sealed {
+                        Some(sealed) => Some(KeptKey {
+                            id: row.try_get("id")?,
+                            provider: row.try_get("provider")?,
+                            base_url: row.try_get("base_url")?,
+                            sealed,
+                        }),
+                        None => None,
+                    });
                 }
                 sqlx::query("DELETE FROM model_routes WHERE alias = $1")
                     .bind(name.as_str())
@@ -192,13 +200,11 @@ impl Store {
                     let id = format!("rte_{}", airlock_crypto::random_hex(16));
                     let sealed = match &route.api_key {
                         Some(key) => Some(dek.seal(route_key_context(&id), key.expose_secret().as_bytes())),
-                        None => match kept.get(position).cloned().flatten() {
-                            Some((provider, base_url, sealed, old_id))
-                                if provider == route.provider && base_url == route.base_url =>
-                            {
+                        None => match kept.get(position).and_then(Option::as_ref) {
+                            Some(old) if old.provider == route.provider && old.base_url == route.base_url => {
                                 // Re-sealed for the new row: the old ciphertext is bound to
                                 // the old row's id.
-                                let key = dek.open(route_key_context(&old_id), &sealed)?;
+                                let key = dek.open(route_key_context(&old.id), &old.sealed)?;
                                 Some(dek.seal(route_key_context(&id), key.expose_secret()))
                             }
                             _ => None,

@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod approvals;
 pub mod audit;
+pub mod gateway;
 pub mod health;
 pub mod identity;
 pub mod inspect;
+pub mod models;
 pub mod runs;
 pub mod sessions;
 pub mod tools;

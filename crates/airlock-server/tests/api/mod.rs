@@ -3,6 +3,7 @@
 mod approvals;
 mod audit;
 mod auth;
+mod gateway;
 mod headers;
 mod health;
 mod identity;
@@ -12,6 +13,7 @@ mod openapi;
 mod problems;
 mod rate_limits;
 mod runs;
+mod sdk;
 mod secrets;
 mod sessions;
 mod tenancy;

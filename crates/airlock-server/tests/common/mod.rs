@@ -4,6 +4,7 @@
 //! [`upstream`] is a recording HTTP server standing in for the APIs tools call; [`runs`]
 //! opens runs and proposes actions against it.
 
+pub mod provider;
 pub mod runs;
 pub mod upstream;
 
@@ -33,7 +34,8 @@ pub const UNKNOWN_USER_ID: &str = "usr_00000000000000000000000000000000";
 
 /// A running server and a client for it. Dropping it stops the server.
 pub struct TestApp {
-    base: String,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
     client: reqwest::Client,
     /// The server's store, for fixtures and for checking what changed.
     pub store: Store,
