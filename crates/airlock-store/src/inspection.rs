@@ -169,50 +169,49 @@ impl Store {
         }
         let dek = self.dek(scope.tenant_id()).await?;
         let db = self.tenant_db(scope).await?;
-        let pool = db.database().pool();
         let now = Timestamp::now().as_millis();
         let expires = now.saturating_add(millis(retention));
+        // One transaction for the whole batch: one commit, and a concurrent writer of the
+        // same token cannot slip in between the read and the write.
+        let mut tx = db.database().begin_write().await?;
         // Values past their retention go now (reads already ignore them); the expiry index
         // makes this cheap when there are none.
-        sqlx::query("DELETE FROM token_vault WHERE expires_at <= $1").bind(now).execute(pool).await?;
+        sqlx::query("DELETE FROM token_vault WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;
         for entry in entries {
-            let sealed = dek.seal(vault_context(&entry.token), entry.value.as_bytes());
-            let inserted = sqlx::query(
-                "INSERT INTO token_vault (token, kind, sealed, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (token) DO NOTHING",
-            )
-            .bind(entry.token.as_str())
-            .bind(entry.kind.as_str())
-            .bind(sealed.as_slice())
-            .bind(now)
-            .bind(expires)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                continue;
-            }
-            let row = sqlx::query("SELECT sealed, expires_at FROM token_vault WHERE token = $1")
+            let kept = sqlx::query("SELECT sealed, expires_at FROM token_vault WHERE token = $1")
                 .bind(entry.token.as_str())
-                .fetch_one(pool)
+                .fetch_optional(&mut *tx)
                 .await?;
+            let Some(row) = kept else {
+                let sealed = dek.seal(vault_context(&entry.token), entry.value.as_bytes());
+                sqlx::query(
+                    "INSERT INTO token_vault (token, kind, sealed, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(entry.token.as_str())
+                .bind(entry.kind.as_str())
+                .bind(sealed)
+                .bind(now)
+                .bind(expires)
+                .execute(&mut *tx)
+                .await?;
+                continue;
+            };
             let (kept, kept_until): (Vec<u8>, i64) = (row.try_get("sealed")?, row.try_get("expires_at")?);
-            let same =
-                dek.open(vault_context(&entry.token), &kept)?.expose_secret() == entry.value.as_bytes();
-            if !same && kept_until > now {
+            if dek.open(vault_context(&entry.token), &kept)?.expose_secret() != entry.value.as_bytes() {
                 return Err(StoreError::Refused(format!(
                     "token `{}` already stands for another value; the value cannot be tokenized",
                     entry.token
                 )));
             }
-            sqlx::query("UPDATE token_vault SET kind = $1, sealed = $2, expires_at = $3 WHERE token = $4")
-                .bind(entry.kind.as_str())
-                .bind(if same { kept } else { sealed })
-                .bind(expires.max(kept_until))
-                .bind(entry.token.as_str())
-                .execute(pool)
-                .await?;
+            if kept_until < expires {
+                sqlx::query("UPDATE token_vault SET expires_at = $1 WHERE token = $2")
+                    .bind(expires)
+                    .bind(entry.token.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -504,39 +504,49 @@ impl Store {
         Ok(id)
     }
 
-    /// Settles a reservation with what the call used.
-    pub async fn settle_model_call(
+    /// Ends a call: settles its reservation with what it used (or releases it when `usage` is
+    /// `None`) and records the call's audit entry, in one transaction.
+    pub async fn finish_model_call(
         &self,
         scope: &TenantScope,
-        id: &str,
-        usage: Settle,
+        reservation: Option<&str>,
+        usage: Option<Settle>,
+        subject: &[(&str, &str)],
+        metadata: Map<String, Value>,
     ) -> Result<(), StoreError> {
-        let db = self.tenant_db(scope).await?;
-        sqlx::query(
-            "UPDATE model_usage SET state = 'settled', input_tokens = $1, output_tokens = $2, cost_ucents = $3, \
-             settled_at = $4 WHERE id = $5",
-        )
-        .bind(usage.input_tokens)
-        .bind(usage.output_tokens)
-        .bind(usage.cost_ucents)
-        .bind(Timestamp::now().as_millis())
-        .bind(id)
-        .execute(db.database().pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Releases a reservation whose call spent nothing (refused or failed before the upstream
-    /// answered).
-    pub async fn release_model_call(&self, scope: &TenantScope, id: &str) -> Result<(), StoreError> {
-        let db = self.tenant_db(scope).await?;
-        sqlx::query(
-            "UPDATE model_usage SET state = 'released', settled_at = $1 WHERE id = $2 AND state = 'reserved'",
-        )
-        .bind(Timestamp::now().as_millis())
-        .bind(id)
-        .execute(db.database().pool())
-        .await?;
+        let id = reservation.map(str::to_owned);
+        let operation: Operation = Box::new(move |conn, _event| {
+            Box::pin(async move {
+                let Some(id) = id else { return Ok(()) };
+                let now = Timestamp::now().as_millis();
+                match usage {
+                    Some(usage) => {
+                        sqlx::query(
+                            "UPDATE model_usage SET state = 'settled', input_tokens = $1, output_tokens = $2, \
+                             cost_ucents = $3, settled_at = $4 WHERE id = $5",
+                        )
+                        .bind(usage.input_tokens)
+                        .bind(usage.output_tokens)
+                        .bind(usage.cost_ucents)
+                        .bind(now)
+                        .bind(id.as_str())
+                        .execute(&mut *conn)
+                        .await?
+                    }
+                    None => {
+                        sqlx::query(
+                            "UPDATE model_usage SET state = 'released', settled_at = $1 WHERE id = $2 AND state = 'reserved'",
+                        )
+                        .bind(now)
+                        .bind(id.as_str())
+                        .execute(&mut *conn)
+                        .await?
+                    }
+                };
+                Ok(())
+            })
+        });
+        self.record_with(scope, "model.call", subject, metadata, operation).await?;
         Ok(())
     }
 

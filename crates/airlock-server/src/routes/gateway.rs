@@ -144,26 +144,10 @@ impl Call {
         input.saturating_mul(self.prices.0).saturating_add(output.saturating_mul(self.prices.1))
     }
 
-    /// Settles (or releases) the reservation, writes the audit entry and the metrics. Called
-    /// exactly once per call that got past the allowlist.
+    /// Settles (or releases) the reservation and writes the audit entry, in one transaction,
+    /// and the metrics. Called exactly once per call that got past the allowlist.
     async fn finish(self, outcome: &str, status: u16, usage: Option<Usage>, restored: usize) {
         let cost = usage.map_or(0, |u| self.cost(u));
-        if let Some(id) = &self.reservation {
-            let settled = match usage {
-                Some(u) => {
-                    let settle = Settle {
-                        input_tokens: i64::try_from(u.input_tokens).unwrap_or(i64::MAX),
-                        output_tokens: i64::try_from(u.output_tokens).unwrap_or(i64::MAX),
-                        cost_ucents: cost,
-                    };
-                    self.state.store().settle_model_call(&self.scope, id, settle).await
-                }
-                None => self.state.store().release_model_call(&self.scope, id).await,
-            };
-            if let Err(e) = settled {
-                tracing::error!(error = %e, "a model call's usage could not be settled");
-            }
-        }
         let latency = self.started.elapsed();
         let metrics = self.state.metrics();
         let route_labels =
@@ -219,8 +203,20 @@ impl Call {
         if let Some(route) = &self.route {
             subject.push(("route", route.as_str()));
         }
-        if let Err(e) = self.state.store().record(&self.scope, "model.call", &subject, metadata).await {
-            tracing::error!(error = %e, "a model call could not be recorded");
+        let settle = usage.map(|u| Settle {
+            input_tokens: i64::try_from(u.input_tokens).unwrap_or(i64::MAX),
+            output_tokens: i64::try_from(u.output_tokens).unwrap_or(i64::MAX),
+            cost_ucents: cost,
+        });
+        let finished = self.state.store().finish_model_call(
+            &self.scope,
+            self.reservation.as_deref(),
+            settle,
+            &subject,
+            metadata,
+        );
+        if let Err(e) = finished.await {
+            tracing::error!(error = %e, "a model call could not be settled and recorded");
         }
     }
 }
@@ -328,7 +324,17 @@ async fn serve(
         .iter()
         .map(|t| VaultEntry { token: t.core.clone(), kind: t.kind.name().to_owned(), value: t.value.clone() })
         .collect();
-    state.store().remember_tokens(&scope, &entries, state.config().token_retention).await?;
+    if !entries.is_empty() {
+        // The call restores from its own tokens; the vault only serves later restores, so
+        // keeping them need not delay the call.
+        let (store, vault_scope, retention) =
+            (state.store().clone(), scope.clone(), state.config().token_retention);
+        tokio::spawn(async move {
+            if let Err(e) = store.remember_tokens(&vault_scope, &entries, retention).await {
+                tracing::warn!(error = %e, "tokens could not be kept in the vault");
+            }
+        });
+    }
 
     let reserve_tokens = call.input_estimate.saturating_add(output_tokens);
     let reserve = Reserve {

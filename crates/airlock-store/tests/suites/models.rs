@@ -98,12 +98,10 @@ async fn settled_usage_replaces_the_reservation_and_released_calls_cost_nothing(
     );
     // Another caller has its own budget.
     store.reserve_model_call(&acme, &call("usr_b", 200, 0), &limits).await.unwrap();
-    store
-        .settle_model_call(&acme, &first, Settle { input_tokens: 50, output_tokens: 50, cost_ucents: 0 })
-        .await
-        .unwrap();
+    let used = Settle { input_tokens: 50, output_tokens: 50, cost_ucents: 0 };
+    store.finish_model_call(&acme, Some(&first), Some(used), &[], Default::default()).await.unwrap();
     let second = store.reserve_model_call(&acme, &call("usr_a", 800, 0), &limits).await.unwrap();
-    store.release_model_call(&acme, &second).await.unwrap();
+    store.finish_model_call(&acme, Some(&second), None, &[], Default::default()).await.unwrap();
     store.reserve_model_call(&acme, &call("usr_a", 850, 0), &limits).await.unwrap();
     assert_eq!(store.model_spend(&acme, "usr_a").await.unwrap(), (0, 100));
 }
