@@ -343,3 +343,32 @@ async fn another_tenants_token_in_a_prompt_is_never_restored() {
     let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(content.contains(&foreign) && !content.contains("bob@globex.example"), "{content}");
 }
+
+#[tokio::test]
+async fn a_stream_the_client_abandons_is_cancelled_upstream_and_recorded() {
+    let (app, tenant, provider) = setup().await;
+    let admin = &tenant.admin.key.secret;
+    provider.then(vec![Mode::Slow]);
+    let request =
+        json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": SECRET_TEXT}]});
+    let mut response = raw(&app, "/v1/chat/completions", admin, &request).await;
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(response);
+    let mut waited = 0;
+    while provider.abandoned() == 0
+        || !app.get("/v1/audit/entries", admin).await.text.contains("\"abandoned\"")
+    {
+        assert!(waited < 100, "the abandoned stream was not cancelled upstream and recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let metrics = app.get_anonymous("/metrics").await.text;
+    assert!(
+        metrics.contains(
+            "airlock_model_requests_total{provider=\"openai\",model=\"gpt-test\",outcome=\"abandoned\"}"
+        ),
+        "{metrics}"
+    );
+}

@@ -30,6 +30,8 @@ pub enum Mode {
     Malformed,
     /// Stream part of the echo, then drop the connection.
     CutOff,
+    /// Stream the echo slowly (one event per 100 ms), noting when the client went away.
+    Slow,
 }
 
 /// A request the provider received.
@@ -55,6 +57,8 @@ impl Received {
 struct Shared {
     received: Vec<Received>,
     modes: Vec<Mode>,
+    /// Slow streams whose reader went away before the end.
+    abandoned: usize,
 }
 
 /// The running provider.
@@ -84,6 +88,11 @@ impl Provider {
     /// The next requests get these answers, in order; after them, `Echo`.
     pub fn then(&self, modes: Vec<Mode>) {
         self.lock().modes = modes;
+    }
+
+    /// How many slow streams lost their reader before the end.
+    pub fn abandoned(&self) -> usize {
+        self.lock().abandoned
     }
 
     /// Everything received so far.
@@ -136,7 +145,7 @@ fn failure(mode: &Mode) -> Option<Response> {
         Mode::Malformed => Some(
             ([(header::CONTENT_TYPE, "application/json")], "{\"id\": \"x\", \"choices\": [").into_response(),
         ),
-        Mode::Echo | Mode::Hang | Mode::CutOff => None,
+        Mode::Echo | Mode::Hang | Mode::CutOff | Mode::Slow => None,
     }
 }
 
@@ -160,6 +169,28 @@ fn pieces(text: &str) -> Vec<String> {
         out.push(current);
     }
     out
+}
+
+/// Sends the events one per 100 ms; counts the stream as abandoned when a send fails.
+fn slow_sse(events: Vec<(Option<&'static str>, String)>, shared: Arc<Mutex<Shared>>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(1);
+    tokio::spawn(async move {
+        for (event, data) in events {
+            let mut frame = String::new();
+            if let Some(event) = event {
+                frame.push_str(&format!("event: {event}\n"));
+            }
+            frame.push_str(&format!("data: {data}\n\n"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if tx.send(Ok(Bytes::from(frame))).await.is_err() {
+                shared.lock().unwrap_or_else(PoisonError::into_inner).abandoned += 1;
+                return;
+            }
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(stream)).into_response()
 }
 
 fn sse(events: Vec<(Option<&'static str>, String)>, cut_after: Option<usize>) -> Response {
@@ -240,6 +271,9 @@ async fn openai(State(shared): State<Arc<Mutex<Shared>>>, headers: HeaderMap, bo
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}).to_string()));
     }
     events.push((None, "[DONE]".to_owned()));
+    if matches!(mode, Mode::Slow) {
+        return slow_sse(events, shared);
+    }
     let cut = matches!(mode, Mode::CutOff).then_some(events.len() / 2);
     sse(events, cut)
 }
