@@ -65,6 +65,11 @@ enum BenchCommand {
     /// Decision-path latency for a permitted read action against a loopback upstream, next to
     /// the upstream called directly, at a fixed request rate.
     Actions(crate::bench::ActionsBench),
+    /// Latency the model gateway adds over calling the provider directly (redaction on, JSON
+    /// and streamed), throughput at saturation and memory; optionally next to another gateway.
+    Gateway(crate::bench_gateway::GatewayBench),
+    /// Serve only the fake OpenAI-compatible provider, for another gateway to call.
+    Upstream(crate::bench_gateway::UpstreamBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +312,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Actions(args)) => crate::bench::run(args).await,
+        Command::Bench(BenchCommand::Gateway(args)) => crate::bench_gateway::run(args).await,
+        Command::Bench(BenchCommand::Upstream(args)) => crate::bench_gateway::run_upstream(args).await,
         // Offline: no configuration, no data directory.
         Command::Audit(AuditCommand::Verify { file, keys, checkpoint }) => {
             verify(file, keys, checkpoint.as_deref())

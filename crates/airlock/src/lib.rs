@@ -13,6 +13,7 @@
 )]
 
 mod bench;
+mod bench_gateway;
 mod cli;
 mod duration;
 mod inspect;
