@@ -360,8 +360,8 @@ impl State {
         if appends.is_empty() && !force_checkpoint && !self.needs_checkpoint(1) {
             return Ok(Vec::new());
         }
-        let mut tx = match self.db.begin_write().await {
-            Ok(tx) => tx,
+        let (mut tx, _gate) = match self.db.begin_write().await {
+            Ok(write) => write,
             Err(error) => return Err((error, appends.into_iter().map(|(_, _, _, reply)| reply).collect())),
         };
         if let Err(error) = self.catch_up(&mut tx).await {

@@ -5,6 +5,7 @@
 //! per-backend migration folders.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -26,7 +27,15 @@ pub enum Backend {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// Taken by every write transaction of this process, in arrival order. SQLite admits one
+    /// writer at a time; without the gate, this process's writers would contend inside
+    /// SQLite, whose busy handler waits by sleeping 1, 2, 5, 10 ms and more. Writers in other
+    /// processes (a CLI on the same data directory) still meet the busy timeout.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// A write transaction and this process's write gate, held until it ends.
+pub(crate) type WriteTx = (sqlx::Transaction<'static, sqlx::Any>, tokio::sync::OwnedMutexGuard<()>);
 
 /// Characters that would change the meaning of a path inside a `sqlite://` URL.
 fn encode_sqlite_path(path: &Path) -> String {
@@ -77,7 +86,7 @@ impl Database {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend: Backend::Sqlite })
+        Ok(Self { pool, backend: Backend::Sqlite, write_gate: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
     /// The pool, for repositories in this crate.
@@ -100,10 +109,13 @@ impl Database {
     /// Begins a transaction that holds the database's write lock from its first statement,
     /// so what it reads cannot be changed by another writer (another Airlock process on the
     /// same data directory) before it commits.
-    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(match self.backend {
+    /// The second value is this process's write gate; keep it until the transaction ends.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let gate = Arc::clone(&self.write_gate).lock_owned().await;
+        let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-        })
+        };
+        Ok((tx, gate))
     }
 
     /// Runs a trivial query.

@@ -197,6 +197,9 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
     })
 }
 
+/// How precisely a key's last use is recorded, in milliseconds.
+const LAST_USE_RESOLUTION_MS: i64 = 60_000;
+
 const KEY_COLUMNS: &str = "id, owner_kind, owner_id, name, created_at, expires_at, revoked_at, last_used_at";
 
 /// Longest label accepted for names and descriptions.
@@ -727,7 +730,7 @@ impl Store {
         let presented_hash = token.hash(self.hasher());
         let row = sqlx::query(
             "SELECT k.id, k.tenant_id, k.owner_kind, k.owner_id, k.secret_hash, k.expires_at, k.revoked_at, \
-                    t.slug AS tenant_slug, t.deleted_at AS tenant_deleted_at \
+                    k.last_used_at, t.slug AS tenant_slug, t.deleted_at AS tenant_deleted_at \
              FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1",
         )
         .bind(token.id())
@@ -760,12 +763,16 @@ impl Store {
         }
         let key = parse("api_keys", token.id().to_owned(), ApiKeyId::parse).map_err(|e| internal_auth(&e))?;
         let principal = self.principal_for_key(&row, key.clone()).await?;
-        // Best effort: a failure to record last use must not fail the request.
-        let _ = sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
-            .bind(now.as_millis())
-            .bind(key.as_str())
-            .execute(self.control().pool())
-            .await;
+        // Last use is kept to the minute: writing it on every request would put a durable
+        // commit on every request's path. Best effort: a failure must not fail the request.
+        let recent = get_opt("last_used_at")?.is_some_and(|at| now.as_millis() - at < LAST_USE_RESOLUTION_MS);
+        if !recent {
+            let _ = sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                .bind(now.as_millis())
+                .bind(key.as_str())
+                .execute(self.control().pool())
+                .await;
+        }
         Ok(principal)
     }
 

@@ -173,7 +173,7 @@ impl Store {
         let expires = now.saturating_add(millis(retention));
         // One transaction for the whole batch: one commit, and a concurrent writer of the
         // same token cannot slip in between the read and the write.
-        let mut tx = db.database().begin_write().await?;
+        let (mut tx, _gate) = db.database().begin_write().await?;
         // Values past their retention go now (reads already ignore them); the expiry index
         // makes this cheap when there are none.
         sqlx::query("DELETE FROM token_vault WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;

@@ -399,7 +399,7 @@ impl Store {
         let now = Timestamp::now();
         let stamp = now.to_rfc3339();
         let (day, month) = (stamp.get(..10).unwrap_or_default(), stamp.get(..7).unwrap_or_default());
-        let mut tx = db.database().begin_write().await?;
+        let (mut tx, _gate) = db.database().begin_write().await?;
         let tenant_subject = "tenant";
         for subject in [call.principal.as_str(), tenant_subject] {
             let until: Option<i64> =
