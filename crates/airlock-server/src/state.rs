@@ -188,7 +188,7 @@ impl AppState {
         }
         // A stored profile was validated when written; one that no longer compiles fails
         // closed rather than letting text through unredacted.
-        let spec: ProfileSpec = serde_json::from_str(&stored.spec).map_err(|e| ApiError::internal(&e))?;
+        let spec: ProfileSpec = serde_json::from_str(&stored.text).map_err(|e| ApiError::internal(&e))?;
         let profile = Arc::new(Profile::compile(spec).map_err(|e| ApiError::internal(&e))?);
         lock(&inspection.profiles).insert(tenant.clone(), (stored.version, Arc::clone(&profile)));
         Ok((profile, stored.version))

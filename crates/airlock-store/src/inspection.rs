@@ -11,25 +11,14 @@ use std::time::Duration;
 use airlock_types::Timestamp;
 use airlock_vault::Context;
 use secrecy::{ExposeSecret, SecretBox, SecretSlice};
-use serde_json::{Map, Value};
 use sqlx::Row;
 
-use crate::audit::Operation;
 use crate::principal::TenantScope;
+use crate::versioned::INSPECTION_PROFILE;
 use crate::{Store, StoreError};
 
-/// A version of the tenant's redaction profile.
-#[derive(Debug, Clone)]
-pub struct InspectionProfile {
-    /// Increments with every change.
-    pub version: i64,
-    /// The profile as JSON, as validated by the caller.
-    pub spec: String,
-    /// When it was written.
-    pub created_at: Timestamp,
-    /// Who wrote it.
-    pub created_by: String,
-}
+/// A version of the tenant's redaction profile (its text is the profile as JSON).
+pub type InspectionProfile = crate::versioned::Version;
 
 /// A value the vault keeps so that its token can be restored.
 #[derive(Clone)]
@@ -69,21 +58,7 @@ impl Store {
         &self,
         scope: &TenantScope,
     ) -> Result<Option<InspectionProfile>, StoreError> {
-        let db = self.tenant_db(scope).await?;
-        let row = sqlx::query(
-            "SELECT version, spec, created_at, created_by FROM inspection_profiles ORDER BY version DESC LIMIT 1",
-        )
-        .fetch_optional(db.database().pool())
-        .await?;
-        row.map(|row| {
-            Ok(InspectionProfile {
-                version: row.try_get("version")?,
-                spec: row.try_get("spec")?,
-                created_at: Timestamp::from_millis(row.try_get("created_at")?),
-                created_by: row.try_get("created_by")?,
-            })
-        })
-        .transpose()
+        self.latest_version(scope, &INSPECTION_PROFILE).await
     }
 
     /// Writes a new version of the profile (validated by the caller), on the record.
@@ -92,33 +67,7 @@ impl Store {
         scope: &TenantScope,
         spec: &str,
     ) -> Result<InspectionProfile, StoreError> {
-        let (text, author) = (spec.to_owned(), scope.actor().id.clone());
-        let operation: Operation = Box::new(move |conn, event| {
-            Box::pin(async move {
-                let current: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM inspection_profiles")
-                        .fetch_one(&mut *conn)
-                        .await?;
-                sqlx::query(
-                    "INSERT INTO inspection_profiles (version, spec, created_at, created_by) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(current + 1)
-                .bind(text.as_str())
-                .bind(Timestamp::now().as_millis())
-                .bind(author.as_str())
-                .execute(&mut *conn)
-                .await?;
-                event.metadata.insert("version".into(), Value::from(current + 1));
-                Ok(())
-            })
-        });
-        let mut metadata = Map::new();
-        metadata.insert("sha256".into(), Value::from(airlock_crypto::sha256(spec.as_bytes()).to_hex()));
-        self.record_with(scope, "inspection.profile_updated", &[], metadata, operation).await?;
-        self.inspection_profile(scope)
-            .await?
-            .ok_or_else(|| StoreError::Audit("the profile written is not readable".into()))
+        self.put_version(scope, &INSPECTION_PROFILE, spec).await
     }
 
     /// The tenant's tokenization key, created on first use.

@@ -22,6 +22,7 @@ mod principal;
 mod runs;
 mod tenant;
 mod tools;
+mod versioned;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ pub use principal::{Credential, Principal, PrincipalKind, TenantScope};
 pub use runs::{Action, LeaseError, NewAction, NewRun, OpenedRun, Run};
 pub use tenant::{TenantDb, origin as audit_origin};
 pub use tools::{Credential as ToolCredential, PolicyVersion, Tool, ToolSpec};
+pub use versioned::Version;
 
 /// How long console sessions live.
 #[derive(Debug, Clone, Copy)]

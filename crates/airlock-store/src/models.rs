@@ -17,6 +17,7 @@ use sqlx::any::AnyRow;
 
 use crate::audit::Operation;
 use crate::principal::TenantScope;
+use crate::versioned::MODEL_SETTINGS;
 use crate::{Store, StoreError};
 
 /// One provider route of a model alias, as stored.
@@ -81,14 +82,8 @@ impl std::fmt::Debug for OpenedRoute {
     }
 }
 
-/// A version of the gateway settings.
-#[derive(Debug, Clone)]
-pub struct ModelSettings {
-    /// Increments with every change.
-    pub version: i64,
-    /// The settings as JSON, as validated by the caller.
-    pub settings: String,
-}
+/// A version of the gateway settings (its text is the settings as JSON).
+pub type ModelSettings = crate::versioned::Version;
 
 /// The limits a reservation is checked against; `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default)]
@@ -344,14 +339,7 @@ impl Store {
 
     /// The gateway settings in force, if the tenant has written any.
     pub async fn model_settings(&self, scope: &TenantScope) -> Result<Option<ModelSettings>, StoreError> {
-        let db = self.tenant_db(scope).await?;
-        let row = sqlx::query("SELECT version, settings FROM model_settings ORDER BY version DESC LIMIT 1")
-            .fetch_optional(db.database().pool())
-            .await?;
-        row.map(|row| {
-            Ok(ModelSettings { version: row.try_get("version")?, settings: row.try_get("settings")? })
-        })
-        .transpose()
+        self.latest_version(scope, &MODEL_SETTINGS).await
     }
 
     /// Writes a new version of the gateway settings (validated by the caller), on the record.
@@ -360,31 +348,7 @@ impl Store {
         scope: &TenantScope,
         settings: &str,
     ) -> Result<ModelSettings, StoreError> {
-        let (text, author) = (settings.to_owned(), scope.actor().id.clone());
-        let operation: Operation = Box::new(move |conn, event| {
-            Box::pin(async move {
-                let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM model_settings")
-                    .fetch_one(&mut *conn)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO model_settings (version, settings, created_at, created_by) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(current + 1)
-                .bind(text.as_str())
-                .bind(Timestamp::now().as_millis())
-                .bind(author.as_str())
-                .execute(&mut *conn)
-                .await?;
-                event.metadata.insert("version".into(), Value::from(current + 1));
-                Ok(())
-            })
-        });
-        let mut metadata = Map::new();
-        metadata.insert("sha256".into(), Value::from(airlock_crypto::sha256(settings.as_bytes()).to_hex()));
-        self.record_with(scope, "model.settings_updated", &[], metadata, operation).await?;
-        self.model_settings(scope)
-            .await?
-            .ok_or_else(|| StoreError::Audit("the settings written are not readable".into()))
+        self.put_version(scope, &MODEL_SETTINGS, settings).await
     }
 
     /// Reserves room for a call, or refuses it naming the limit it would break. Nothing is

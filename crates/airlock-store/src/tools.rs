@@ -14,6 +14,7 @@ use sqlx::any::AnyRow;
 
 use crate::audit::Operation;
 use crate::principal::TenantScope;
+use crate::versioned::POLICIES;
 use crate::{Store, StoreError};
 
 /// A tool as registered.
@@ -85,18 +86,8 @@ pub struct Credential {
     pub updated_at: Timestamp,
 }
 
-/// A version of the tenant's policy text.
-#[derive(Debug, Clone, Serialize)]
-pub struct PolicyVersion {
-    /// Its version (1, 2, …); the highest is in force.
-    pub version: i64,
-    /// The Cedar text.
-    pub text: String,
-    /// When it was written.
-    pub created_at: Timestamp,
-    /// Who wrote it.
-    pub created_by: String,
-}
+/// A version of the tenant's Cedar policies.
+pub type PolicyVersion = crate::versioned::Version;
 
 const TOOL_COLUMNS: &str = "t.name, t.description, t.input_schema, t.tier, t.side_effects, t.classification, \
      t.cost_cents, t.daily_cost_ceiling_cents, t.connector, c.name AS credential, t.version, t.created_at, t.updated_at";
@@ -352,57 +343,15 @@ impl Store {
 
     /// Writes a new version of the tenant's policy text (validated by the caller).
     pub async fn put_policies(&self, scope: &TenantScope, text: &str) -> Result<PolicyVersion, StoreError> {
-        let (policy, author) = (text.to_owned(), scope.actor().id.clone());
-        let operation: Operation = Box::new(move |conn, event| {
-            Box::pin(async move {
-                let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM policies")
-                    .fetch_one(&mut *conn)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO policies (version, text, created_at, created_by) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(current + 1)
-                .bind(policy.as_str())
-                .bind(Timestamp::now().as_millis())
-                .bind(author.as_str())
-                .execute(&mut *conn)
-                .await?;
-                event.metadata.insert("version".into(), Value::from(current + 1));
-                Ok(())
-            })
-        });
-        let mut metadata = Map::new();
-        metadata.insert("sha256".into(), Value::from(hex_digest(text.as_bytes())));
-        self.record_with(scope, "policy.updated", &[], metadata, operation).await?;
-        self.current_policies(scope)
-            .await?
-            .ok_or_else(|| StoreError::Audit("the policy written is not readable".into()))
+        self.put_version(scope, &POLICIES, text).await
     }
 
     /// The policy version in force, if the tenant has written one.
     pub async fn current_policies(&self, scope: &TenantScope) -> Result<Option<PolicyVersion>, StoreError> {
-        let db = self.tenant_db(scope).await?;
-        let row = sqlx::query(
-            "SELECT version, text, created_at, created_by FROM policies ORDER BY version DESC LIMIT 1",
-        )
-        .fetch_optional(db.database().pool())
-        .await?;
-        row.map(|row| {
-            Ok(PolicyVersion {
-                version: row.try_get("version")?,
-                text: row.try_get("text")?,
-                created_at: Timestamp::from_millis(row.try_get("created_at")?),
-                created_by: row.try_get("created_by")?,
-            })
-        })
-        .transpose()
+        self.latest_version(scope, &POLICIES).await
     }
 }
 
 fn hex_id() -> String {
     airlock_crypto::random_hex(16)
-}
-
-fn hex_digest(data: &[u8]) -> String {
-    airlock_crypto::sha256(data).to_hex()
 }

@@ -55,7 +55,7 @@ fn profile_view(stored: Option<InspectionProfile>) -> ApiResult<ProfileView> {
         },
         Some(p) => ProfileView {
             version: p.version,
-            spec: serde_json::from_str(&p.spec).map_err(|e| ApiError::internal(&e))?,
+            spec: serde_json::from_str(&p.text).map_err(|e| ApiError::internal(&e))?,
             created_at: Some(p.created_at.to_rfc3339()),
             created_by: Some(p.created_by),
         },

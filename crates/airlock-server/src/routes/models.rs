@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use airlock_llm::dialect::InjectionPolicy;
 use airlock_llm::upstream::{ProviderKind, Upstream};
-use airlock_store::{Credential, ModelAlias, ModelSettings, NewModelRoute, PrincipalKind};
+use airlock_store::{Credential, ModelAlias, NewModelRoute, PrincipalKind};
 use airlock_types::{Role, ToolName};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -287,9 +287,9 @@ pub async fn current_settings(
 ) -> ApiResult<SettingsView> {
     match state.store().model_settings(scope).await? {
         None => Ok(SettingsView { version: 0, settings: GatewaySettings::default() }),
-        Some(ModelSettings { version, settings }) => Ok(SettingsView {
-            version,
-            settings: serde_json::from_str(&settings).map_err(|e| ApiError::internal(&e))?,
+        Some(stored) => Ok(SettingsView {
+            version: stored.version,
+            settings: serde_json::from_str(&stored.text).map_err(|e| ApiError::internal(&e))?,
         }),
     }
 }

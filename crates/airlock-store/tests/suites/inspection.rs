@@ -124,7 +124,7 @@ async fn profile_versions_are_kept_and_audited() {
     store.put_inspection_profile(&acme, r#"{"mode":"standard"}"#).await.unwrap();
     let v2 = store.put_inspection_profile(&acme, r#"{"mode":"aggressive"}"#).await.unwrap();
     assert_eq!(v2.version, 2);
-    assert_eq!(store.inspection_profile(&acme).await.unwrap().unwrap().spec, r#"{"mode":"aggressive"}"#);
+    assert_eq!(store.inspection_profile(&acme).await.unwrap().unwrap().text, r#"{"mode":"aggressive"}"#);
     let entries = store.audit_entries(&acme, &Default::default(), None, 100).await.unwrap();
     assert_eq!(entries.iter().filter(|e| e.canonical.contains("inspection.profile_updated")).count(), 2);
 }
