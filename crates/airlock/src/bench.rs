@@ -81,30 +81,59 @@ pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Airlock on a scratch data directory with the tenant `bench`, for the benchmarks: no rate
+/// limit, errors-only logging. Dropping it stops nothing; call [`BenchServer::stop`].
+pub(crate) struct BenchServer {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The server's store, for fixtures.
+    pub store: airlock_store::Store,
+    /// The tenant `bench`.
+    pub scope: airlock_store::TenantScope,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _data: tempfile::TempDir,
+}
+
+impl BenchServer {
+    /// Starts Airlock after `adjust` has changed its configuration, and creates the tenant.
+    pub(crate) async fn start(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir().context("cannot create a scratch data directory")?;
+        let mut config = Config::for_data_dir(data.path());
+        config.requests_per_second = 1_000_000;
+        config.log_level = "error".into();
+        adjust(&mut config);
+        let app = Application::build(config).await?;
+        let base = format!("http://{}", app.local_addr()?);
+        let store = app.store().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        let operator = Principal::local_operator();
+        let slug = TenantSlug::parse("bench")?;
+        store.create_tenant(&operator, &slug, "bench").await?;
+        let scope = store.operator_scope(&operator, &slug).await?;
+        Ok(Self { base, store, scope, stop, server, _data: data })
+    }
+
+    /// Stops the server and waits for it.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
 /// Runs the benchmark and prints a report.
 pub async fn run(args: &ActionsBench) -> anyhow::Result<()> {
     if args.requests == 0 || args.rate == 0 {
         bail!("`--requests` and `--rate` must be positive");
     }
-    let data = tempfile::tempdir().context("cannot create a scratch data directory")?;
-    let mut config = Config::for_data_dir(data.path());
-    config.requests_per_second = 1_000_000;
-    config.actions_per_run_per_minute = u32::MAX;
-    config.log_level = "error".into();
     let upstream = upstream().await?;
-    let app = Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr()?);
-    let store = app.store().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async move {
-        let _ = stopped.await;
-    }));
+    let bench = BenchServer::start(|config| config.actions_per_run_per_minute = u32::MAX).await?;
+    let (base, store, scope) = (bench.base.clone(), bench.store.clone(), bench.scope.clone());
 
     // A tenant, an agent with a key, and a read-only tool on the loopback upstream.
-    let operator = Principal::local_operator();
-    let slug = TenantSlug::parse("bench")?;
-    store.create_tenant(&operator, &slug, "bench").await?;
-    let scope = store.operator_scope(&operator, &slug).await?;
     let agent = store.create_agent(&scope, &AgentName::parse("bench-agent")?, "benchmark").await?;
     let key = store.create_api_key(&scope, KeyOwner::Agent(agent.id), "bench", None).await?;
     let key = key.secret.expose().to_owned();
@@ -172,8 +201,7 @@ pub async fn run(args: &ActionsBench) -> anyhow::Result<()> {
     let direct_latency = drive(args.requests, args.rate, direct).await?;
     let airlock_latency = drive(args.requests, args.rate, through).await?;
 
-    let _ = stop.send(());
-    let _ = server.await;
+    bench.stop().await;
 
     println!(
         "airlock bench actions: {} requests at {} req/s, loopback upstream, durable audit log",

@@ -16,9 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use airlock_server::{Application, Config};
-use airlock_store::{KeyOwner, NewUser, Principal};
-use airlock_types::{AgentName, Email, Role, TenantSlug};
+use airlock_store::{KeyOwner, NewUser};
+use airlock_types::{AgentName, Email, Role};
 use anyhow::{Context as _, bail};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::bench::{ms, percentile};
+use crate::bench::{BenchServer, ms, percentile};
 
 /// How to run the gateway benchmark.
 #[derive(Debug, clap::Args)]
@@ -652,28 +651,12 @@ impl StatsProbe {
 struct Airlock {
     base: String,
     key: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _data: tempfile::TempDir,
+    server: BenchServer,
 }
 
 async fn start_airlock(upstream: &str) -> anyhow::Result<Airlock> {
-    let data = tempfile::tempdir().context("cannot create a scratch data directory")?;
-    let mut config = Config::for_data_dir(data.path());
-    config.requests_per_second = 1_000_000;
-    config.log_level = "error".into();
-    let app = Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr()?);
-    let store = app.store().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async move {
-        let _ = stopped.await;
-    }));
-
-    let operator = Principal::local_operator();
-    let slug = TenantSlug::parse("bench")?;
-    store.create_tenant(&operator, &slug, "bench").await?;
-    let scope = store.operator_scope(&operator, &slug).await?;
+    let server = BenchServer::start(|_| {}).await?;
+    let (base, store, scope) = (server.base.clone(), server.store.clone(), server.scope.clone());
     let admin = NewUser {
         email: Email::parse("admin@bench.example")?,
         name: "bench admin".into(),
@@ -697,7 +680,7 @@ async fn start_airlock(upstream: &str) -> anyhow::Result<Airlock> {
         .await?
         .error_for_status()
         .context("cannot route the alias `fast` to the upstream")?;
-    Ok(Airlock { base, key: key.secret.expose().to_owned(), stop, server, _data: data })
+    Ok(Airlock { base, key: key.secret.expose().to_owned(), server })
 }
 
 /// Runs the benchmark and prints the report.
@@ -800,8 +783,7 @@ pub async fn run(args: &GatewayBench) -> anyhow::Result<()> {
     }
     let peak = status_kib("VmHWM:");
     let rss_end = status_kib("VmRSS:");
-    let _ = airlock.stop.send(());
-    let _ = airlock.server.await;
+    airlock.server.stop().await;
 
     let mut notes = vec![
         format!("latency is measured from each request's due time (open loop); 'added' is the phase's percentile minus the direct phase's (stream vs stream), so negative values are noise; a request unanswered in {} s counts as an error", TIMEOUT.as_secs()),
