@@ -275,18 +275,29 @@ impl Store {
         scope: &TenantScope,
         alias: &str,
     ) -> Result<Option<ModelAlias>, StoreError> {
-        Ok(self.model_aliases(scope).await?.into_iter().find(|a| a.alias == alias))
+        Ok(self.aliases_named(scope, Some(alias)).await?.pop())
     }
 
     /// Every alias with routes, by name.
     pub async fn model_aliases(&self, scope: &TenantScope) -> Result<Vec<ModelAlias>, StoreError> {
+        self.aliases_named(scope, None).await
+    }
+
+    /// The aliases with routes: all of them, or the one named (the gateway asks for one on
+    /// every call, so it is read alone rather than found among all).
+    async fn aliases_named(
+        &self,
+        scope: &TenantScope,
+        only: Option<&str>,
+    ) -> Result<Vec<ModelAlias>, StoreError> {
         let db = self.tenant_db(scope).await?;
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT r.alias AS alias, {ROUTE_COLUMNS}, COALESCE(p.input_cents_per_mtok, 0) AS input_price, \
              COALESCE(p.output_cents_per_mtok, 0) AS output_price \
-             FROM model_routes r LEFT JOIN model_prices p ON p.alias = r.alias ORDER BY r.alias, r.position"
+             FROM model_routes r LEFT JOIN model_prices p ON p.alias = r.alias \
+             WHERE $1 IS NULL OR r.alias = $1 ORDER BY r.alias, r.position"
         ));
-        let rows = sqlx::query(sql).fetch_all(db.database().pool()).await?;
+        let rows = sqlx::query(sql).bind(only).fetch_all(db.database().pool()).await?;
         let mut aliases: Vec<ModelAlias> = Vec::new();
         for row in &rows {
             let alias: String = row.try_get("alias")?;
