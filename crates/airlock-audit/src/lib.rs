@@ -6,6 +6,7 @@
 //! Airlock, a whole exported log, one entry with its inclusion proof, two checkpoints with a
 //! consistency proof, or one receipt.
 
+pub mod archive;
 pub mod canonical;
 pub mod checkpoint;
 pub mod entry;
@@ -15,6 +16,10 @@ pub mod merkle;
 pub mod note;
 pub mod receipt;
 
+pub use archive::{
+    ArchiveError, ArchiveInfo, ArchiveSummary, ArchiveWriter, Manifest, SharedBuffer, read_manifest,
+    verify_archive,
+};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use entry::{Actor, ChainHead, Entry, Event, SealedEntry};
 pub use export::{Summary, VerifyError, verify_export};

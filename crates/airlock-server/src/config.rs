@@ -52,6 +52,9 @@ pub struct RawConfig {
     /// Where the key-encryption key comes from.
     #[serde(default)]
     pub key_provider: RawKeyProvider,
+    /// Tenants' lifecycle.
+    #[serde(default)]
+    pub tenants: RawTenants,
     /// The audit log.
     #[serde(default)]
     pub audit: RawAudit,
@@ -121,11 +124,46 @@ pub struct RawSecrets {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKeyProvider {
-    /// `file` (a local key file). Dev mode defaults to `file` under the data directory;
-    /// production requires an explicit provider.
+    /// `file` (a local key file), `env` (a key in an environment variable), `vault_transit`
+    /// (HashiCorp Vault or OpenBao Transit) or `aws_kms`. Dev mode defaults to `file` under
+    /// the data directory; production requires an explicit provider.
     pub kind: Option<String>,
     /// For `file`: the key file's path.
     pub path: Option<PathBuf>,
+    /// For `env`: the variable holding the base64 key.
+    pub variable: Option<String>,
+    /// For `vault_transit`: the server's address.
+    pub address: Option<String>,
+    /// For `vault_transit`: the Transit mount (default `transit`).
+    pub mount: Option<String>,
+    /// For `vault_transit`: the key's name.
+    pub key: Option<String>,
+    /// For `vault_transit`: the namespace, if any.
+    pub namespace: Option<String>,
+    /// For `vault_transit`: a file holding the token (default: the `VAULT_TOKEN` variable).
+    pub token_file: Option<PathBuf>,
+    /// For `aws_kms`: the key's id, ARN or alias.
+    pub key_id: Option<String>,
+    /// For `aws_kms`: the region (default: `AWS_REGION`).
+    pub region: Option<String>,
+    /// For `aws_kms`: another endpoint.
+    pub endpoint: Option<String>,
+    /// Earlier key-encryption keys, still able to unwrap the data keys they wrapped until
+    /// `airlock keys rotate --kek` re-wraps them under the current one.
+    #[serde(default)]
+    pub previous: Vec<airlock_vault::ProviderSpec>,
+    /// Seconds unwrapped data keys stay in memory before being unwrapped again: the longest a
+    /// revoked key keeps working. Default 60.
+    pub cache_ttl_secs: Option<u64>,
+}
+
+/// Tenants' lifecycle, as read.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenants {
+    /// Deleting a tenant takes two different operators: the first asks, the second confirms
+    /// within 24 hours. Default false; production deployments should turn it on.
+    pub deletion_requires_second_operator: Option<bool>,
 }
 
 /// The audit log, as read.
@@ -180,6 +218,63 @@ pub struct RawModels {
     pub stream_idle_timeout_secs: Option<u64>,
     /// Attempts per provider route before falling back to the next. Default 2.
     pub attempts_per_route: Option<u32>,
+}
+
+impl RawKeyProvider {
+    /// The provider these fields describe; each missing or stray field is a problem.
+    fn spec(
+        &self,
+        data_dir: &Path,
+        production: bool,
+        problems: &mut Vec<String>,
+    ) -> airlock_vault::ProviderSpec {
+        use airlock_vault::ProviderSpec;
+        let default_file = || ProviderSpec::File { path: data_dir.join("keys").join("kek.key") };
+        let mut required = |field: &str, value: &Option<String>| -> String {
+            value.clone().unwrap_or_else(|| {
+                problems.push(format!("key_provider.{field}: required for this kind of provider"));
+                String::new()
+            })
+        };
+        match self.kind.as_deref() {
+            None if !production => default_file(),
+            None => {
+                problems.push(
+                    "key_provider: required in production (for example `kind = \"file\"` with `path`, or `vault_transit`, or `aws_kms`)"
+                        .to_owned(),
+                );
+                default_file()
+            }
+            Some("file") => match (&self.path, production) {
+                (Some(path), _) => ProviderSpec::File { path: path.clone() },
+                (None, false) => default_file(),
+                (None, true) => {
+                    problems
+                        .push("key_provider.path: required in production for the `file` provider".to_owned());
+                    default_file()
+                }
+            },
+            Some("env") => ProviderSpec::Env { variable: required("variable", &self.variable) },
+            Some("vault_transit") => ProviderSpec::VaultTransit {
+                address: required("address", &self.address),
+                mount: self.mount.clone().unwrap_or_else(|| "transit".to_owned()),
+                key: required("key", &self.key),
+                namespace: self.namespace.clone(),
+                token_file: self.token_file.clone(),
+            },
+            Some("aws_kms") => ProviderSpec::AwsKms {
+                key_id: required("key_id", &self.key_id),
+                region: self.region.clone(),
+                endpoint: self.endpoint.clone(),
+            },
+            Some(other) => {
+                problems.push(format!(
+                    "key_provider.kind: `{other}` is not a key provider (expected `file`, `env`, `vault_transit` or `aws_kms`)"
+                ));
+                default_file()
+            }
+        }
+    }
 }
 
 impl RawModels {
@@ -255,7 +350,13 @@ pub struct Config {
     /// The server key, if configured; `None` in dev mode means "generate under the data dir".
     pub server_key: Option<SecretString>,
     /// The key-encryption-key provider.
-    pub key_provider: KeyProvider,
+    pub key_provider: airlock_vault::ProviderSpec,
+    /// Earlier key-encryption keys, for unwrapping only.
+    pub previous_key_providers: Vec<airlock_vault::ProviderSpec>,
+    /// How long unwrapped data keys are cached.
+    pub key_cache_ttl: Duration,
+    /// Whether deleting a tenant takes a second operator.
+    pub deletion_requires_second_operator: bool,
     /// Entries between signed checkpoints.
     pub checkpoint_every: u64,
     /// Longest time between signed checkpoints while the log grows.
@@ -278,16 +379,6 @@ pub struct Config {
     pub verbose_errors: bool,
     /// SQL statement logging.
     pub log_sql: bool,
-}
-
-/// Where the key-encryption key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyProvider {
-    /// A local key file.
-    File {
-        /// Its path.
-        path: PathBuf,
-    },
 }
 
 /// Log line format.
@@ -517,27 +608,10 @@ impl RawConfig {
             }
         };
 
-        let key_provider = match (self.key_provider.kind.as_deref(), production) {
-            (Some("file"), _) => KeyProvider::File {
-                path: self.key_provider.path.clone().unwrap_or_else(|| data_dir.join("keys").join("kek.key")),
-            },
-            (Some(other), _) => {
-                problems
-                    .push(format!("key_provider.kind: `{other}` is not a key provider (expected `file`)"));
-                KeyProvider::File { path: data_dir.join("keys").join("kek.key") }
-            }
-            (None, false) => KeyProvider::File { path: data_dir.join("keys").join("kek.key") },
-            (None, true) => {
-                problems.push(
-                    "key_provider: required in production (for example `kind = \"file\"` with `path`)"
-                        .to_owned(),
-                );
-                KeyProvider::File { path: PathBuf::new() }
-            }
-        };
-        if production && self.key_provider.kind.as_deref() == Some("file") && self.key_provider.path.is_none()
-        {
-            problems.push("key_provider.path: required in production for the `file` provider".to_owned());
+        let key_provider = self.key_provider.spec(&data_dir, production, &mut problems);
+        let key_cache_ttl = Duration::from_secs(self.key_provider.cache_ttl_secs.unwrap_or(60));
+        if key_cache_ttl.is_zero() {
+            problems.push("key_provider.cache_ttl_secs: must be at least 1".to_owned());
         }
 
         let log_format = match self.log.format.as_deref() {
@@ -685,6 +759,12 @@ impl RawConfig {
             limiter_capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
             server_key,
             key_provider,
+            previous_key_providers: self.key_provider.previous.clone(),
+            key_cache_ttl,
+            deletion_requires_second_operator: self
+                .tenants
+                .deletion_requires_second_operator
+                .unwrap_or(false),
             checkpoint_every,
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
             approval_ttl: Duration::from_secs(approval_ttl),

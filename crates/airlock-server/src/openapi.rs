@@ -114,6 +114,9 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(audit::keys))
         .routes(routes!(audit::rotate))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .routes(routes!(admin::delete_tenant))
+        .routes(routes!(admin::export_tenant))
+        .routes(routes!(admin::get_tenant_kek, admin::set_tenant_kek))
         .split_for_parts()
 }
 

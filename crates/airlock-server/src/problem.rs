@@ -48,6 +48,9 @@ pub enum ProblemType {
     Timeout,
     /// A dependency is not available.
     Unavailable,
+    /// The tenant's data keys cannot be unwrapped: its key-encryption key is revoked,
+    /// disabled or unreachable. Nothing of the tenant is served until it is back.
+    TenantKeyUnavailable,
     /// A spending or token budget would be exceeded.
     BudgetExceeded,
     /// The model provider refused the request as it was sent; its own error is attached.
@@ -80,6 +83,7 @@ impl ProblemType {
             Self::RateLimited => "rate-limited",
             Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
+            Self::TenantKeyUnavailable => "tenant-key-unavailable",
             Self::BudgetExceeded => "budget-exceeded",
             Self::UpstreamRefused => "upstream-refused",
             Self::UpstreamFailed => "upstream-failed",
@@ -105,7 +109,7 @@ impl ProblemType {
             Self::UpstreamRefused => StatusCode::BAD_REQUEST,
             Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Timeout | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Unavailable | Self::TenantKeyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,6 +133,7 @@ impl ProblemType {
             Self::RateLimited => "Too many requests",
             Self::Timeout => "The request took too long",
             Self::Unavailable => "Temporarily unavailable",
+            Self::TenantKeyUnavailable => "The tenant's encryption key is unavailable",
             Self::BudgetExceeded => "A budget would be exceeded",
             Self::UpstreamRefused => "The model provider refused the request",
             Self::UpstreamFailed => "The model provider failed",
@@ -281,6 +286,10 @@ impl From<airlock_store::StoreError> for ApiError {
             E::NotFound { .. } => Self::new(ProblemType::NotFound, error.to_string()),
             E::Forbidden(_) => Self::new(ProblemType::Forbidden, error.to_string()),
             E::Invalid(_) => Self::new(ProblemType::Unprocessable, error.to_string()),
+            E::KeyUnavailable { .. } => {
+                tracing::warn!(%error, "refusing a request: the tenant's data keys cannot be unwrapped");
+                Self::new(ProblemType::TenantKeyUnavailable, error.to_string())
+            }
             _ => Self::internal(&error),
         }
     }

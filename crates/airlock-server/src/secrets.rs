@@ -7,15 +7,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use airlock_crypto::KeyedHasher;
 use airlock_store::{AuditOptions, SessionPolicy, Store, StoreOptions};
-use airlock_vault::Kek;
+use airlock_vault::{ConnectOptions, Keyring};
 use anyhow::Context as _;
 use secrecy::SecretSlice;
 
-use crate::config::{Config, KeyProvider, MIN_SECRET_BYTES, Mode};
+use crate::config::{Config, MIN_SECRET_BYTES, Mode};
 
 /// Opens the data directory with the configured secrets: the one way both the server and
 /// the command line reach the store.
@@ -23,14 +22,25 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let key = server_key(config).with_context(|| {
         format!("cannot read or create the server key under `{}`", config.data_dir.display())
     })?;
-    let kek = match &config.key_provider {
-        KeyProvider::File { path } => {
-            Kek::from_file(path, config.mode == Mode::Dev).context("cannot load the key-encryption key")?
-        }
-    };
+    let connect =
+        ConnectOptions { create_missing_file: config.mode == Mode::Dev, ..ConnectOptions::default() };
+    let current = airlock_vault::connect(&config.key_provider, &connect)
+        .await
+        .context("cannot load the key-encryption key")?;
+    let mut previous = Vec::new();
+    for spec in &config.previous_key_providers {
+        let no_create = ConnectOptions::default();
+        previous.push(
+            airlock_vault::connect(spec, &no_create)
+                .await
+                .context("cannot load a previous key-encryption key")?,
+        );
+    }
     Store::open(
         StoreOptions {
-            kek: Arc::new(kek),
+            keyring: Keyring::new(current, previous),
+            connect: ConnectOptions::default(),
+            key_cache_ttl: config.key_cache_ttl,
             audit: AuditOptions {
                 checkpoint_every: config.checkpoint_every,
                 checkpoint_interval: config.checkpoint_interval,

@@ -14,7 +14,8 @@ use std::time::Duration;
 use airlock_crypto::KeyedHasher;
 use airlock_store::{AuditOptions, Principal, SessionPolicy, Store, StoreOptions, TenantScope};
 use airlock_types::TenantSlug;
-use airlock_vault::Kek;
+use airlock_vault::provider::LocalKek;
+use airlock_vault::{ConnectOptions, Keyring};
 use divan::counter::ItemsCount;
 use serde_json::{Map, Value};
 
@@ -38,7 +39,12 @@ fn fixture() -> Fixture {
     let (store, scope) = runtime.block_on(async {
         let store = Store::open(
             StoreOptions {
-                kek: Arc::new(Kek::from_file(&dir.path().join("kek.key"), true).unwrap()),
+                keyring: Keyring::new(
+                    Arc::new(LocalKek::from_file(&dir.path().join("kek.key"), true).unwrap()),
+                    vec![],
+                ),
+                connect: ConnectOptions::default(),
+                key_cache_ttl: Duration::from_secs(60),
                 audit: AuditOptions { checkpoint_every: 1000, checkpoint_interval: Duration::from_secs(10) },
                 data_dir: dir.path().to_path_buf(),
                 sessions: SessionPolicy {

@@ -150,13 +150,7 @@ impl Store {
         metadata.insert("format".into(), Value::from(format));
         self.record(scope, "audit.exported", &[], metadata).await?;
         let checkpoint = self.audit_checkpoint(scope).await?;
-        let header = ExportHeader {
-            airlock_audit_export: 1,
-            origin: origin(scope.tenant_id()),
-            checkpoint: checkpoint.note,
-        };
-        let line = serde_json::to_string(&header).map_err(|e| StoreError::Audit(e.to_string()))?;
-        Ok((line, checkpoint.size))
+        export_header(origin(scope.tenant_id()), checkpoint)
     }
 
     /// The export lines for entries `from..min(from + limit, size)`, each stored checkpoint
@@ -169,41 +163,7 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<String>, StoreError> {
         let db = self.tenant_db(scope).await?;
-        let end = size.min(from.saturating_add(limit));
-        if from >= end {
-            return Ok(Vec::new());
-        }
-        let entries =
-            sqlx::query("SELECT idx, canonical FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx")
-                .bind(to_i64(from)?)
-                .bind(to_i64(end)?)
-                .fetch_all(db.database().pool())
-                .await?;
-        let checkpoints = sqlx::query(
-            "SELECT size, note FROM audit_checkpoints WHERE size > $1 AND size <= $2 ORDER BY size",
-        )
-        .bind(to_i64(from)?)
-        .bind(to_i64(end)?)
-        .fetch_all(db.database().pool())
-        .await?;
-        let mut notes = BTreeMap::new();
-        for row in &checkpoints {
-            notes.insert(
-                to_u64(row.try_get("size")?, "audit_checkpoints")?,
-                row.try_get::<String, _>("note")?,
-            );
-        }
-        let mut lines = Vec::with_capacity(entries.len() + notes.len());
-        for row in &entries {
-            let index = to_u64(row.try_get("idx")?, "audit_entries")?;
-            lines.push(row.try_get::<String, _>("canonical")?);
-            if let Some(note) = notes.remove(&(index + 1)) {
-                let line = serde_json::to_string(&CheckpointLine { checkpoint: note })
-                    .map_err(|e| StoreError::Audit(e.to_string()))?;
-                lines.push(line);
-            }
-        }
-        Ok(lines)
+        export_page(db.database(), from, size, limit).await
     }
 
     /// Entries matching `filter` with index greater than `after`, in order, at most `limit`.
@@ -308,23 +268,7 @@ impl Store {
     /// The tenant's signing keys, newest first.
     pub async fn audit_keys(&self, scope: &TenantScope) -> Result<Vec<SigningKeyInfo>, StoreError> {
         let db = self.tenant_db(scope).await?;
-        let rows = sqlx::query("SELECT version, name, public_key, created_at, retired_at FROM signing_keys ORDER BY version DESC")
-            .fetch_all(db.database().pool())
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let public: Vec<u8> = row.try_get("public_key")?;
-                let key = VerifyingKey::from_bytes(&public)
-                    .ok_or_else(|| StoreError::corrupt("signing_keys", "bad public key"))?;
-                let name: String = row.try_get("name")?;
-                Ok(SigningKeyInfo {
-                    version: row.try_get("version")?,
-                    verifier: verifier_string(&name, &key)?,
-                    created_at: Timestamp::from_millis(row.try_get("created_at")?),
-                    retired_at: row.try_get::<Option<i64>, _>("retired_at")?.map(Timestamp::from_millis),
-                })
-            })
-            .collect()
+        signing_keys(db.database()).await
     }
 
     /// Retires the current signing key and starts signing with a new one. The old public
@@ -340,8 +284,9 @@ impl Store {
             .bind(Timestamp::now().as_millis())
             .execute(db.database().pool())
             .await?;
-        insert_signing_key(db.database(), scope.tenant_id(), &dek, current + 1).await?;
-        let signer = current_signer(db.database(), scope.tenant_id(), &dek).await?;
+        let origin = origin(scope.tenant_id());
+        insert_signing_key(db.database(), &origin, &dek, current + 1).await?;
+        let signer = current_signer(db.database(), &origin, &dek).await?;
         db.audit.set_signer(signer).await?;
         let mut metadata = Map::new();
         metadata.insert("version".into(), Value::from(current + 1));
@@ -353,6 +298,79 @@ impl Store {
             .next()
             .ok_or_else(|| StoreError::Audit("no signing key after rotation".into()))
     }
+}
+
+/// An export's header line for a log whose current checkpoint is `checkpoint`.
+pub(crate) fn export_header(
+    origin: String,
+    checkpoint: SignedCheckpoint,
+) -> Result<(String, u64), StoreError> {
+    let header = ExportHeader { airlock_audit_export: 1, origin, checkpoint: checkpoint.note };
+    let line = serde_json::to_string(&header).map_err(|e| StoreError::Audit(e.to_string()))?;
+    Ok((line, checkpoint.size))
+}
+
+/// A page of a log's export lines (see [`Store::audit_export_page`]).
+pub(crate) async fn export_page(
+    db: &crate::Database,
+    from: u64,
+    size: u64,
+    limit: u64,
+) -> Result<Vec<String>, StoreError> {
+    let end = size.min(from.saturating_add(limit));
+    if from >= end {
+        return Ok(Vec::new());
+    }
+    let entries =
+        sqlx::query("SELECT idx, canonical FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+            .bind(to_i64(from)?)
+            .bind(to_i64(end)?)
+            .fetch_all(db.pool())
+            .await?;
+    let checkpoints =
+        sqlx::query("SELECT size, note FROM audit_checkpoints WHERE size > $1 AND size <= $2 ORDER BY size")
+            .bind(to_i64(from)?)
+            .bind(to_i64(end)?)
+            .fetch_all(db.pool())
+            .await?;
+    let mut notes = BTreeMap::new();
+    for row in &checkpoints {
+        notes.insert(to_u64(row.try_get("size")?, "audit_checkpoints")?, row.try_get::<String, _>("note")?);
+    }
+    let mut lines = Vec::with_capacity(entries.len() + notes.len());
+    for row in &entries {
+        let index = to_u64(row.try_get("idx")?, "audit_entries")?;
+        lines.push(row.try_get::<String, _>("canonical")?);
+        if let Some(note) = notes.remove(&(index + 1)) {
+            let line = serde_json::to_string(&CheckpointLine { checkpoint: note })
+                .map_err(|e| StoreError::Audit(e.to_string()))?;
+            lines.push(line);
+        }
+    }
+    Ok(lines)
+}
+
+/// A log's signing keys, newest first.
+pub(crate) async fn signing_keys(db: &crate::Database) -> Result<Vec<SigningKeyInfo>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT version, name, public_key, created_at, retired_at FROM signing_keys ORDER BY version DESC",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let public: Vec<u8> = row.try_get("public_key")?;
+            let key = VerifyingKey::from_bytes(&public)
+                .ok_or_else(|| StoreError::corrupt("signing_keys", "bad public key"))?;
+            let name: String = row.try_get("name")?;
+            Ok(SigningKeyInfo {
+                version: row.try_get("version")?,
+                verifier: verifier_string(&name, &key)?,
+                created_at: Timestamp::from_millis(row.try_get("created_at")?),
+                retired_at: row.try_get::<Option<i64>, _>("retired_at")?.map(Timestamp::from_millis),
+            })
+        })
+        .collect()
 }
 
 fn verifier_string(name: &str, key: &VerifyingKey) -> Result<String, StoreError> {

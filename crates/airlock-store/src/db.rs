@@ -53,8 +53,10 @@ fn encode_sqlite_path(path: &Path) -> String {
 
 impl Database {
     /// Opens (creating if missing) a SQLite database file in WAL mode with full fsync on
-    /// commit, foreign keys enforced, and a busy timeout so concurrent writers (the server
-    /// and a CLI on the same data directory) wait rather than fail.
+    /// commit, foreign keys enforced, deleted content overwritten with zeros (so a destroyed
+    /// key or an expired token value does not linger in free pages), and a busy timeout so
+    /// concurrent writers (the server and a CLI on the same data directory) wait rather than
+    /// fail.
     pub async fn open_sqlite(
         path: &Path,
         log_statements: bool,
@@ -78,6 +80,7 @@ impl Database {
                         "PRAGMA journal_mode = WAL; \
                          PRAGMA synchronous = FULL; \
                          PRAGMA foreign_keys = ON; \
+                         PRAGMA secure_delete = ON; \
                          PRAGMA busy_timeout = 5000;",
                     )
                     .await?;
@@ -129,6 +132,13 @@ impl Database {
     pub async fn execute_raw(&self, statement: &str) -> Result<u64, StoreError> {
         let result = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).execute(&self.pool).await?;
         Ok(result.rows_affected())
+    }
+
+    /// Copies the write-ahead log into the database and truncates it, so content deleted
+    /// from the database is gone from the log file too.
+    pub(crate) async fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Closes every connection, waiting for those in use.

@@ -54,6 +54,16 @@ pub enum StoreError {
     /// A key could not be unwrapped or a sealed value opened.
     #[error(transparent)]
     Vault(#[from] airlock_vault::VaultError),
+    /// An owner's data keys cannot be unwrapped: its key-encryption key is revoked, disabled
+    /// or unreachable, or was never configured here. Nothing sealed for it can be read, so
+    /// everything that needs it fails closed; other owners are unaffected.
+    #[error("the data of {owner} is unavailable: {reason}")]
+    KeyUnavailable {
+        /// `tenant ten_…` or `the platform`.
+        owner: String,
+        /// Why, without secrets.
+        reason: String,
+    },
     /// The request conflicts with the current state (already decided, expired, ended); the
     /// message says how, in full.
     #[error("{0}")]

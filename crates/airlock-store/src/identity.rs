@@ -232,7 +232,6 @@ impl Store {
             name: if name.is_empty() { slug.to_string() } else { name.to_owned() },
             created_at: Timestamp::now(),
         };
-        let dek = airlock_vault::Dek::generate(&tenant.id);
         let mut tx = self.control().pool().begin().await?;
         sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.id.as_str())
@@ -242,23 +241,17 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::conflict_on_unique(e, || format!("a tenant with slug `{slug}`")))?;
-        sqlx::query("INSERT INTO tenant_keys (tenant_id, wrapped_dek, created_at) VALUES ($1, $2, $3)")
-            .bind(tenant.id.as_str())
-            .bind(self.inner.kek.wrap(&tenant.id, &dek))
-            .bind(tenant.created_at.as_millis())
-            .execute(&mut *tx)
-            .await?;
+        self.inner.keys.create_for_tenant(&mut tx, &tenant.id).await?;
         // The tenant's database exists before the tenant is visible: a tenant row always has
         // a database behind it.
         self.inner.tenants.create(&tenant.id).await?;
-        self.inner.deks.lock().await.insert(tenant.id.clone(), std::sync::Arc::new(dek));
         let scope = TenantScope::for_operator(tenant.id.clone(), tenant.slug.clone(), by);
         let mut metadata = Map::new();
         metadata.insert("slug".into(), Value::from(tenant.slug.as_str()));
         let recorded =
             self.record(&scope, "tenant.created", &[("tenant", tenant.id.as_str())], metadata).await;
         if let Err(error) = recorded {
-            self.inner.deks.lock().await.remove(&tenant.id);
+            self.inner.keys.forget(tenant.id.as_str());
             return Err(error);
         }
         tx.commit().await?;
@@ -283,6 +276,24 @@ impl Store {
             .tenant_by_slug(slug)
             .await?
             .ok_or_else(|| StoreError::NotFound { what: format!("tenant `{slug}`") })?;
+        Ok(TenantScope::for_operator(tenant.id, tenant.slug, by))
+    }
+
+    /// A live tenant by id, as a scope an operator may act in. Operators only.
+    pub async fn operator_scope_by_id(
+        &self,
+        by: &Principal,
+        id: &TenantId,
+    ) -> Result<TenantScope, StoreError> {
+        require_operator(by)?;
+        let row = sqlx::query(
+            "SELECT id, slug, name, created_at FROM tenants WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id.as_str())
+        .fetch_optional(self.control().pool())
+        .await?
+        .ok_or_else(|| StoreError::NotFound { what: format!("tenant `{id}`") })?;
+        let tenant = tenant_from_row(&row)?;
         Ok(TenantScope::for_operator(tenant.id, tenant.slug, by))
     }
 
@@ -1050,7 +1061,7 @@ fn owner_parts(owner: &KeyOwner) -> (&'static str, &str) {
     }
 }
 
-fn require_operator(by: &Principal) -> Result<(), StoreError> {
+pub(crate) fn require_operator(by: &Principal) -> Result<(), StoreError> {
     if by.is_operator() {
         Ok(())
     } else {

@@ -14,37 +14,45 @@ mod audit;
 mod auditlog;
 mod db;
 mod error;
+mod export;
 mod identity;
 mod inspection;
+mod keys;
+mod lifecycle;
 mod migrations;
 mod models;
+mod platform;
 mod principal;
+mod rotation;
 mod runs;
 mod tenant;
 mod tools;
 mod versioned;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_crypto::KeyedHasher;
-use airlock_types::{TenantId, Timestamp};
-use airlock_vault::{Dek, Kek};
-use sqlx::Row;
+use airlock_types::TenantId;
+use airlock_vault::{ConnectOptions, DekSet, Keyring};
 
 pub use approvals::{Approval, ApprovalDecision, ApprovalRequest, KillSwitch, Settlement};
 pub use audit::{Appended, AuditOptions, SignedCheckpoint};
 pub use auditlog::{AuditFilter, InclusionProof, SigningKeyInfo, StoredEntry};
 pub use db::{Backend, Database};
 pub use error::{AuthError, StoreError};
+pub use export::{ExportChunk, ExportSummary};
 pub use identity::{Agent, ApiKey, CreatedApiKey, CreatedSession, KeyOwner, NewUser, Session, Tenant, User};
 pub use inspection::{InspectionProfile, VaultEntry};
+pub use keys::TenantKek;
+pub use lifecycle::{DELETION_REQUEST_LIFETIME, Deletion};
 pub use models::{
     BudgetLimits, ModelAlias, ModelRoute, ModelSettings, NewModelRoute, OpenedRoute, Reserve, Settle,
 };
+pub use platform::PLATFORM_ORIGIN;
 pub use principal::{Credential, Principal, PrincipalKind, TenantScope};
+pub use rotation::{BadRow, DekRotation, KekRotation, RotateOptions};
 pub use runs::{Action, LeaseError, NewAction, NewRun, OpenedRun, Run};
 pub use tenant::{TenantDb, origin as audit_origin};
 pub use tools::{Credential as ToolCredential, PolicyVersion, Tool, ToolSpec};
@@ -62,8 +70,15 @@ pub struct SessionPolicy {
 /// Where and how the store keeps its data.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// The key-encryption key that wraps every tenant's data key.
-    pub kek: Arc<Kek>,
+    /// The key-encryption keys: the current one wraps new data keys, previous ones still
+    /// unwrap what they wrapped until a KEK rotation re-wraps it.
+    pub keyring: Keyring,
+    /// How tenants' own KEK providers are connected.
+    pub connect: ConnectOptions,
+    /// How long unwrapped data keys are kept in memory before being unwrapped again: the
+    /// longest a revoked KEK keeps working, and the longest another process's key rotation
+    /// takes to be seen here.
+    pub key_cache_ttl: Duration,
     /// When audit checkpoints are signed.
     pub audit: AuditOptions,
     /// The data directory: `control.sqlite` and `tenants/<tenant id>.sqlite` live here.
@@ -85,8 +100,11 @@ struct Inner {
     tenants: tenant::TenantDatabases,
     hasher: KeyedHasher,
     sessions: SessionPolicy,
-    kek: Arc<Kek>,
-    deks: tokio::sync::Mutex<HashMap<TenantId, Arc<Dek>>>,
+    keys: keys::Keys,
+    audit: AuditOptions,
+    /// The platform's audit log, started on first use (its signing key is sealed with the
+    /// platform's data key, which an external KEK provider may have to unwrap).
+    platform_log: tokio::sync::OnceCell<audit::AuditWriter>,
 }
 
 impl Store {
@@ -100,7 +118,7 @@ impl Store {
             .map_err(|source| StoreError::DataDir { path: dir.clone(), source })?;
         let control = Database::open_sqlite(&dir.join("control.sqlite"), options.log_statements, 8).await?;
         control.migrate(migrations::Set::Control).await?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 control,
                 tenants: tenant::TenantDatabases::new(
@@ -110,10 +128,13 @@ impl Store {
                 ),
                 hasher,
                 sessions: options.sessions,
-                kek: options.kek,
-                deks: tokio::sync::Mutex::new(HashMap::new()),
+                keys: keys::Keys::new(options.keyring, options.connect, options.key_cache_ttl),
+                audit: options.audit,
+                platform_log: tokio::sync::OnceCell::new(),
             }),
-        })
+        };
+        store.remove_deleted_tenant_files().await?;
+        Ok(store)
     }
 
     /// The data directory's control-plane database.
@@ -139,34 +160,9 @@ impl Store {
         self.inner.tenants.open(scope.tenant_id(), &dek).await
     }
 
-    /// The tenant's data-encryption key, unwrapped with the KEK (and created on first use).
-    pub(crate) async fn dek(&self, tenant: &TenantId) -> Result<Arc<Dek>, StoreError> {
-        let mut deks = self.inner.deks.lock().await;
-        if let Some(dek) = deks.get(tenant) {
-            return Ok(dek.clone());
-        }
-        let row = sqlx::query("SELECT wrapped_dek FROM tenant_keys WHERE tenant_id = $1")
-            .bind(tenant.as_str())
-            .fetch_optional(self.control().pool())
-            .await?;
-        let dek = match row {
-            Some(row) => self.inner.kek.unwrap(tenant, &row.try_get::<Vec<u8>, _>("wrapped_dek")?)?,
-            None => {
-                let dek = Dek::generate(tenant);
-                sqlx::query(
-                    "INSERT INTO tenant_keys (tenant_id, wrapped_dek, created_at) VALUES ($1, $2, $3)",
-                )
-                .bind(tenant.as_str())
-                .bind(self.inner.kek.wrap(tenant, &dek))
-                .bind(Timestamp::now().as_millis())
-                .execute(self.control().pool())
-                .await?;
-                dek
-            }
-        };
-        let dek = Arc::new(dek);
-        deks.insert(tenant.clone(), dek.clone());
-        Ok(dek)
+    /// The tenant's data-encryption keys, unwrapped through its keyring.
+    pub(crate) async fn dek(&self, tenant: &TenantId) -> Result<Arc<DekSet>, StoreError> {
+        self.inner.keys.dek_set(self.control(), tenant.as_str()).await
     }
 
     fn hasher(&self) -> &KeyedHasher {

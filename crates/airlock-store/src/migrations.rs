@@ -23,6 +23,7 @@ const SQLITE_CONTROL: &[(i64, &str, &str)] = &[
     (1, "identity", include_str!("../migrations/sqlite/control/0001_identity.sql")),
     (2, "tenant keys", include_str!("../migrations/sqlite/control/0002_tenant_keys.sql")),
     (3, "platform kill switches", include_str!("../migrations/sqlite/control/0003_platform_kill.sql")),
+    (4, "key hierarchy", include_str!("../migrations/sqlite/control/0004_key_hierarchy.sql")),
 ];
 
 const SQLITE_TENANT: &[(i64, &str, &str)] = &[
@@ -38,6 +39,11 @@ const SQLITE_TENANT: &[(i64, &str, &str)] = &[
     (6, "tool cost ceiling", include_str!("../migrations/sqlite/tenant/0006_tool_cost_ceiling.sql")),
     (7, "inspection", include_str!("../migrations/sqlite/tenant/0007_inspection.sql")),
     (8, "models", include_str!("../migrations/sqlite/tenant/0008_models.sql")),
+    (
+        9,
+        "resealable signing keys",
+        include_str!("../migrations/sqlite/tenant/0009_resealable_signing_keys.sql"),
+    ),
 ];
 
 impl Set {

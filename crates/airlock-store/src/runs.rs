@@ -524,7 +524,8 @@ impl Store {
         let db = self.tenant_db(scope).await?;
         let dek = self.dek(scope.tenant_id()).await?;
         let signer: NoteSigner =
-            crate::tenant::current_signer(db.database(), scope.tenant_id(), &dek).await?;
+            crate::tenant::current_signer(db.database(), &crate::tenant::origin(scope.tenant_id()), &dek)
+                .await?;
         let signed = receipt.sign(&signer).map_err(|e| StoreError::Audit(e.to_string()))?;
         let text = serde_json::to_string(&signed).map_err(|e| StoreError::Audit(e.to_string()))?;
         sqlx::query("UPDATE actions SET receipt = $1 WHERE id = $2")

@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use airlock_audit::NoteSigner;
 use airlock_crypto::SigningKey;
 use airlock_types::{TenantId, Timestamp};
-use airlock_vault::{Context, Dek};
+use airlock_vault::{Context, DekSet};
 use secrecy::{ExposeSecret, SecretBox};
 use sqlx::Row;
 use tokio::sync::Mutex;
@@ -59,11 +58,12 @@ fn seed_context(version: &str) -> Context<'_> {
     Context { table: "signing_keys", column: "sealed_seed", row: version }
 }
 
-/// Reads the current signing key, creating the first one when there is none.
+/// Reads the current signing key of the log `origin` names, creating the first one when
+/// there is none.
 pub(crate) async fn current_signer(
     db: &Database,
-    tenant: &TenantId,
-    dek: &Dek,
+    origin: &str,
+    dek: &DekSet,
 ) -> Result<NoteSigner, StoreError> {
     let row = sqlx::query(
         "SELECT version, sealed_seed FROM signing_keys WHERE retired_at IS NULL ORDER BY version DESC LIMIT 1",
@@ -79,16 +79,16 @@ pub(crate) async fn current_signer(
                 .map_err(|_| StoreError::corrupt("signing_keys", "the seed is not 32 bytes"))?;
             SigningKey::from_seed(&SecretBox::new(Box::new(seed)))
         }
-        None => insert_signing_key(db, tenant, dek, 1).await?,
+        None => insert_signing_key(db, origin, dek, 1).await?,
     };
-    NoteSigner::new(&origin(tenant), key).map_err(|e| StoreError::Audit(e.to_string()))
+    NoteSigner::new(origin, key).map_err(|e| StoreError::Audit(e.to_string()))
 }
 
 /// Generates and stores signing key `version`.
 pub(crate) async fn insert_signing_key(
     db: &Database,
-    tenant: &TenantId,
-    dek: &Dek,
+    origin: &str,
+    dek: &DekSet,
     version: i64,
 ) -> Result<SigningKey, StoreError> {
     let key = SigningKey::generate();
@@ -97,7 +97,7 @@ pub(crate) async fn insert_signing_key(
         "INSERT INTO signing_keys (version, name, public_key, sealed_seed, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(version)
-    .bind(origin(tenant))
+    .bind(origin)
     .bind(key.verifying_key().to_bytes().to_vec())
     .bind(sealed)
     .bind(Timestamp::now().as_millis())
@@ -123,7 +123,7 @@ impl TenantDatabases {
         Self { dir, log_statements, audit, open: Mutex::new(HashMap::new()) }
     }
 
-    fn path(&self, tenant: &TenantId) -> PathBuf {
+    pub(crate) fn path(&self, tenant: &TenantId) -> PathBuf {
         // The id was parsed as `ten_` + 32 hex digits, so it is a safe file name.
         self.dir.join(format!("{tenant}.sqlite"))
     }
@@ -149,7 +149,7 @@ impl TenantDatabases {
 
     /// Opens an existing tenant's database, refusing one that records another owner, and
     /// starts its audit writer.
-    pub(crate) async fn open(&self, tenant: &TenantId, dek: &Arc<Dek>) -> Result<TenantDb, StoreError> {
+    pub(crate) async fn open(&self, tenant: &TenantId, dek: &DekSet) -> Result<TenantDb, StoreError> {
         let mut open = self.open.lock().await;
         if let Some(handle) = open.get(tenant) {
             return Ok(handle.clone());
@@ -161,7 +161,7 @@ impl TenantDatabases {
         let db = Database::open_sqlite(&path, self.log_statements, TENANT_POOL_SIZE).await?;
         db.migrate(Set::Tenant).await?;
         Self::check_owner(&db, tenant, &path).await?;
-        let signer = current_signer(&db, tenant, dek).await?;
+        let signer = current_signer(&db, &origin(tenant), dek).await?;
         let audit = AuditWriter::start(db.clone(), origin(tenant), signer, self.audit).await?;
         let handle = TenantDb { tenant: tenant.clone(), db, audit };
         open.insert(tenant.clone(), handle.clone());
@@ -179,6 +179,31 @@ impl TenantDatabases {
             db.close().await;
             Err(StoreError::TenantMismatch { path: path.to_path_buf() })
         }
+    }
+
+    /// Closes a tenant's database, if open, and forgets it.
+    pub(crate) async fn forget(&self, tenant: &TenantId) {
+        let handle = self.open.lock().await.remove(tenant);
+        if let Some(handle) = handle {
+            handle.db.close().await;
+        }
+    }
+
+    /// Removes a tenant's database files (the database, its write-ahead log and shared
+    /// memory). Returns whether the database file existed.
+    pub(crate) fn remove_files(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        let path = self.path(tenant);
+        let existed = path.exists();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::DataDir { path: PathBuf::from(file), source }),
+            }
+        }
+        Ok(existed)
     }
 
     pub(crate) async fn close_all(&self) {

@@ -49,6 +49,9 @@ enum Command {
     /// Export, verify and inspect tenants' tamper-evident audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The key hierarchy: rotate keys, make a key file, a tenant's own key.
+    #[command(subcommand)]
+    Keys(crate::keys::KeysCommand),
     /// Print the OpenAPI 3.1 document.
     Openapi,
     /// Measure Airlock end to end.
@@ -158,6 +161,35 @@ enum TenantCommand {
     List {
         #[command(flatten)]
         output: Output,
+    },
+    /// Write a tenant's signed export archive: every table as JSON Lines, the audit log in
+    /// verifiable form, and a manifest signed with the tenant's audit key. Credentials and
+    /// keys are redacted.
+    Export {
+        /// The tenant's slug.
+        slug: String,
+        /// The archive to create (`-` for standard output).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
+    /// Verify an export archive offline: its signature, every entry's count and digest, and
+    /// its audit log.
+    VerifyExport {
+        /// The archive.
+        file: PathBuf,
+        /// A verifier key (`name+id+key`), or `@file` with one per line. Without one, the
+        /// keys the archive carries are used, which proves integrity but not origin.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+    },
+    /// Delete a tenant: destroy its data keys (crypto-shred), remove its database, revoke
+    /// its API keys and sessions, and record the deletion in the platform log. Irreversible.
+    Delete {
+        /// The tenant's slug.
+        slug: String,
+        /// The slug again, to confirm.
+        #[arg(long)]
+        confirm: String,
     },
 }
 
@@ -319,8 +351,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             verify(file, keys, checkpoint.as_deref())
         }
         Command::Inspect(command) => crate::inspect::run(command),
+        Command::Tenant(TenantCommand::VerifyExport { file, keys }) => {
+            crate::export::verify(file, &read_keys(keys)?)
+        }
+        Command::Keys(command) => match crate::keys::run_offline(command) {
+            Some(result) => result,
+            None => with_store(&cli, async |store| crate::keys::run(store, command).await).await,
+        },
         Command::Audit(command) => with_store(&cli, async |store| audit(store, command).await).await,
-        Command::Tenant(command) => with_store(&cli, async |store| tenant(store, command).await).await,
+        Command::Tenant(command) => {
+            let config = load_config(&cli, None)?;
+            let second_operator = config.deletion_requires_second_operator;
+            let store = open_store(&config).await?;
+            let result = tenant(&store, command, second_operator).await;
+            store.close().await;
+            result
+        }
         Command::User(command) => with_store(&cli, async |store| user(store, command).await).await,
         Command::Agent(command) => with_store(&cli, async |store| agent(store, command).await).await,
         Command::Key(command) => with_store(&cli, async |store| key(store, command).await).await,
@@ -390,7 +436,7 @@ async fn scope(store: &Store, tenant: &str) -> anyhow::Result<TenantScope> {
     Ok(store.operator_scope(&Principal::local_operator(), &slug).await?)
 }
 
-async fn tenant(store: &Store, command: &TenantCommand) -> anyhow::Result<()> {
+async fn tenant(store: &Store, command: &TenantCommand, second_operator: bool) -> anyhow::Result<()> {
     let operator = Principal::local_operator();
     match command {
         TenantCommand::Create { slug, name, output } => {
@@ -408,6 +454,27 @@ async fn tenant(store: &Store, command: &TenantCommand) -> anyhow::Result<()> {
             println!("{:<24} {:<38} {:<24} NAME", "SLUG", "ID", "CREATED");
             for t in tenants {
                 println!("{:<24} {:<38} {:<24} {}", t.slug, t.id, t.created_at, t.name);
+            }
+        }
+        TenantCommand::Export { slug, output } => {
+            crate::export::export(store, &scope(store, slug).await?, output).await?;
+        }
+        TenantCommand::VerifyExport { file, keys } => crate::export::verify(file, &read_keys(keys)?)?,
+        TenantCommand::Delete { slug, confirm } => {
+            let scope = scope(store, slug).await?;
+            match store.delete_tenant(&operator, &scope, confirm, second_operator).await? {
+                airlock_store::Deletion::Deleted { keys_destroyed, database_removed } => {
+                    let file = if database_removed { "removed" } else { "was already gone" };
+                    println!(
+                        "deleted tenant `{slug}` ({}): {keys_destroyed} data key(s) destroyed, database {file}",
+                        scope.tenant_id()
+                    );
+                }
+                airlock_store::Deletion::AwaitingApproval { requested_by, expires_at } => {
+                    println!(
+                        "deletion of `{slug}` requested by {requested_by}; another operator must confirm before {expires_at}"
+                    );
+                }
             }
         }
     }

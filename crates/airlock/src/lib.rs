@@ -16,7 +16,9 @@ mod bench;
 mod bench_gateway;
 mod cli;
 mod duration;
+mod export;
 mod inspect;
+mod keys;
 
 use std::process::ExitCode;
 

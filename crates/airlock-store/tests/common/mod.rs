@@ -7,7 +7,8 @@ use std::time::Duration;
 use airlock_crypto::KeyedHasher;
 use airlock_store::{AuditOptions, Principal, SessionPolicy, Store, StoreOptions, TenantScope};
 use airlock_types::TenantSlug;
-use airlock_vault::Kek;
+use airlock_vault::provider::LocalKek;
+use airlock_vault::{ConnectOptions, Keyring};
 
 /// The server key every suite's store uses.
 pub const SERVER_KEY: &[u8] = b"test server key, 32 bytes or more, not for production";
@@ -16,7 +17,12 @@ pub const SERVER_KEY: &[u8] = b"test server key, 32 bytes or more, not for produ
 /// `checkpoint_every` entries, and sessions that idle out after `idle`.
 pub fn options(dir: &Path, checkpoint_every: u64, idle: Duration) -> StoreOptions {
     StoreOptions {
-        kek: Arc::new(Kek::from_file(&dir.join("keys/kek.key"), true).unwrap()),
+        keyring: Keyring::new(
+            Arc::new(LocalKek::from_file(&dir.join("keys/kek.key"), true).unwrap()),
+            vec![],
+        ),
+        connect: ConnectOptions::default(),
+        key_cache_ttl: Duration::from_secs(60),
         audit: AuditOptions { checkpoint_every, checkpoint_interval: Duration::from_secs(3600) },
         data_dir: dir.to_path_buf(),
         sessions: SessionPolicy { lifetime: Duration::from_secs(7200), idle_timeout: idle },
