@@ -9,6 +9,7 @@ mod health;
 mod identity;
 mod input;
 mod inspection;
+mod lifecycle;
 mod openapi;
 mod problems;
 mod rate_limits;
