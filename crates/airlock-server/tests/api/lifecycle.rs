@@ -12,7 +12,11 @@ use serde_json::{Value, json};
 use crate::common::{TestApp, UNKNOWN_KEY_ID};
 
 #[path = "../../../airlock-vault/tests/common/mod.rs"]
-#[allow(dead_code, reason = "the key servers' helpers, shared with the vault's own tests")]
+#[allow(
+    dead_code,
+    clippy::print_stderr,
+    reason = "the key servers' helpers, shared with the vault's own tests"
+)]
 mod key_servers;
 
 async fn delete_tenant(app: &TestApp, id: &str, key: &str, confirm: &str) -> crate::common::Reply {
