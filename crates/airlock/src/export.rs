@@ -89,8 +89,14 @@ pub async fn export(store: &Store, scope: &TenantScope, output: &Path) -> anyhow
 /// archive itself carries (which proves integrity, not origin: say so).
 pub fn verify(file: &Path, keys: &[NoteVerifier]) -> anyhow::Result<()> {
     let open = || std::fs::File::open(file).with_context(|| format!("cannot open `{}`", file.display()));
-    let (verifiers, pinned) =
-        if keys.is_empty() { (carried_keys(open()?)?, false) } else { (keys.to_vec(), true) };
+    let (verifiers, pinned) = if keys.is_empty() {
+        match carried_keys(open()?) {
+            Ok(keys) => (keys, false),
+            Err(error) => bail!("the archive does not verify: {error:#}"),
+        }
+    } else {
+        (keys.to_vec(), true)
+    };
     match verify_archive(std::io::BufReader::new(open()?), &verifiers) {
         Ok(summary) => {
             println!("{summary}");

@@ -958,3 +958,151 @@ fn inspect_refuses_more_than_64_mib_of_input() {
     assert!(stderr(&output).contains("64 MiB"), "{}", stderr(&output));
     assert!(output.stdout.is_empty());
 }
+
+/// Fills tenant `slug` of `data_dir` with `n` sealed token-vault values, through the store.
+fn fill_token_vault(data_dir: &Path, slug: &str, n: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let config = airlock_server::Config::for_data_dir(data_dir);
+        let store = airlock_server::secrets::open_store(&config).await.unwrap();
+        let operator = airlock_store::Principal::local_operator();
+        let scope =
+            store.operator_scope(&operator, &airlock_types::TenantSlug::parse(slug).unwrap()).await.unwrap();
+        let entries: Vec<airlock_store::VaultEntry> = (0..n)
+            .map(|i| airlock_store::VaultEntry {
+                token: format!("EMAIL_{i:012x}"),
+                kind: "email".into(),
+                value: format!("person{i}@example.com"),
+            })
+            .collect();
+        for chunk in entries.chunks(1000) {
+            store.remember_tokens(&scope, chunk, Duration::from_secs(86_400)).await.unwrap();
+        }
+        store.close().await;
+    });
+}
+
+/// Reads every value back and returns the data-key versions the tenant holds.
+fn check_token_vault(data_dir: &Path, slug: &str, n: usize) -> Vec<u32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let config = airlock_server::Config::for_data_dir(data_dir);
+        let store = airlock_server::secrets::open_store(&config).await.unwrap();
+        let operator = airlock_store::Principal::local_operator();
+        let scope =
+            store.operator_scope(&operator, &airlock_types::TenantSlug::parse(slug).unwrap()).await.unwrap();
+        let tokens: Vec<String> = (0..n).map(|i| format!("EMAIL_{i:012x}")).collect();
+        let found = store.lookup_tokens(&scope, &tokens).await.unwrap();
+        assert_eq!(found.len(), n, "every value is readable");
+        for (i, token) in tokens.iter().enumerate() {
+            assert_eq!(found[token], format!("person{i}@example.com"));
+        }
+        let dry = airlock_store::RotateOptions { dry_run: true, grace: Duration::ZERO, ..Default::default() };
+        let report = store.rotate_tenant_dek(&operator, &scope, dry, &|_| {}).await.unwrap();
+        store.close().await;
+        report.from
+    })
+}
+
+#[test]
+fn a_data_key_rotation_killed_at_random_points_resumes_and_ends_with_every_row_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert!(run(data, &["tenant", "create", "acme"]).status.success());
+    let rows = 10_000;
+    fill_token_vault(data, "acme", rows);
+
+    let rotate = || {
+        airlock(data)
+            .args(["keys", "rotate", "--tenant", "acme", "--grace", "0s", "--batch", "25", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Kill points spread over a run, in an order drawn from the OS: each run is killed at a
+    // different moment, early (opening the store) to late (re-encrypting).
+    let mut interrupted = 0;
+    let mut seed = u64::from_str_radix(&airlock_crypto::random_hex(8), 16).unwrap();
+    for _ in 0..8 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let delay = Duration::from_millis(50 + (seed >> 33) % 1500);
+        let mut child = rotate();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            if check_token_vault(data, "acme", rows).len() > 1 {
+                interrupted += 1;
+            }
+        } else {
+            child.wait().unwrap();
+        }
+    }
+    assert!(interrupted > 0, "no kill landed inside a rotation; the data set is too small for this machine");
+    // Run to the end: it finishes the interrupted rotation rather than starting another.
+    let output = rotate().wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["finished"], true, "{report}");
+    assert_eq!(report["failed"], serde_json::json!([]));
+    let versions = check_token_vault(data, "acme", rows);
+    assert_eq!(versions.len(), 1, "only the newest data key is left: {versions:?}");
+    // The audit log of the tenant still verifies, with the rotations in it.
+    let export = data.join("audit.jsonl");
+    assert!(
+        run(data, &["audit", "export", "--tenant", "acme", "--output", export.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let keys = run(data, &["audit", "keys", "--tenant", "acme"]);
+    let key = String::from_utf8(keys.stdout).unwrap();
+    let verified =
+        run(data, &["audit", "verify", export.to_str().unwrap(), "--key", key.lines().next().unwrap()]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert!(std::fs::read_to_string(&export).unwrap().contains("keys.dek_rotated"));
+}
+
+#[test]
+fn keys_and_export_commands_report_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert!(run(data, &["tenant", "create", "acme"]).status.success());
+    fill_token_vault(data, "acme", 10);
+    let dry = run(data, &["keys", "rotate", "--tenant", "acme", "--dry-run"]);
+    assert!(dry.status.success());
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("would add data key v2 and re-encrypt 11 rows"));
+    let none = run(data, &["keys", "rotate", "--dry-run"]);
+    assert!(!none.status.success(), "a rotation names what it rotates");
+    let kek = run(data, &["keys", "rotate", "--kek", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&kek.stdout).contains("would re-wrap 0 data keys"), "{}", stderr(&kek));
+
+    let archive = data.join("acme.zip");
+    let exported = run(data, &["tenant", "export", "acme", "--output", archive.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert!(stderr(&exported).contains("MB/s"));
+    let again = run(data, &["tenant", "export", "acme", "--output", archive.to_str().unwrap()]);
+    assert!(!again.status.success() && stderr(&again).contains("cannot create"), "never overwrites");
+    let verified =
+        airlock_anywhere().args(["tenant", "verify-export", archive.to_str().unwrap()]).output().unwrap();
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("pass --key"));
+    // One changed byte anywhere in the archive fails verification.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let tampered = data.join("tampered.zip");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let refused =
+        airlock_anywhere().args(["tenant", "verify-export", tampered.to_str().unwrap()]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("does not verify"), "{}", stderr(&refused));
+
+    let wrong = run(data, &["tenant", "delete", "acme", "--confirm", "acm"]);
+    assert!(!wrong.status.success() && stderr(&wrong).contains("nothing was deleted"));
+    let deleted = run(data, &["tenant", "delete", "acme", "--confirm", "acme"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert!(String::from_utf8_lossy(&deleted.stdout).contains("1 data key(s) destroyed, database removed"));
+    let listed = run(data, &["tenant", "list"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("acme"));
+}
