@@ -20,10 +20,10 @@ use std::collections::BTreeSet;
 use std::io::{self, BufReader, Read, Seek, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use airlock_crypto::Sha256Stream;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use zip::read::Config;
 use zip::result::ZipError;
 use zip::write::{SimpleFileOptions, StreamWriter};
@@ -347,12 +347,12 @@ struct OpenEntry {
     name: String,
     rows: u64,
     bytes: u64,
-    hasher: Sha256,
+    hasher: Sha256Stream,
 }
 
 impl OpenEntry {
     fn new(name: String) -> Self {
-        Self { name, rows: 0, bytes: 0, hasher: Sha256::new() }
+        Self { name, rows: 0, bytes: 0, hasher: Sha256Stream::new() }
     }
 
     fn close(self) -> ManifestEntry {
@@ -360,7 +360,7 @@ impl OpenEntry {
             name: self.name,
             rows: self.rows,
             bytes: self.bytes,
-            sha256: hex::encode(self.hasher.finalize()),
+            sha256: self.hasher.finish().to_hex(),
         }
     }
 }
@@ -520,7 +520,7 @@ impl<W: Write> ArchiveWriter<W> {
             return Err(ArchiveError::ControlEntryTooLarge { name: MANIFEST, limit: MAX_MANIFEST_BYTES });
         }
         let note = signer
-            .sign(&note_text(&manifest.tenant, &hex::encode(Sha256::digest(&manifest_bytes))))
+            .sign(&note_text(&manifest.tenant, &airlock_crypto::sha256(&manifest_bytes).to_hex()))
             .map_err(ArchiveError::Sign)?;
         self.zip.start_file(MANIFEST, self.options).map_err(ArchiveError::WriteZip)?;
         self.zip.write_all(&manifest_bytes).map_err(ArchiveError::Write)?;
@@ -693,7 +693,7 @@ pub fn verify_archive<R: Read + Seek>(
     };
 
     let manifest_bytes = read_control(&mut zip, MANIFEST, MAX_MANIFEST_BYTES)?;
-    if hex::encode(Sha256::digest(&manifest_bytes)) != digest {
+    if airlock_crypto::sha256(&manifest_bytes).to_hex() != digest {
         return Err(ArchiveError::ManifestNotSigned("its SHA-256 differs from the signed one".into()));
     }
     let manifest = parse_manifest(&manifest_bytes)?;
@@ -858,7 +858,7 @@ fn check_entry<R: Read + Seek>(
     if measured.bytes != entry.bytes {
         return Err(ArchiveError::EntrySize { name: name(), found: measured.bytes, listed: entry.bytes });
     }
-    if hex::encode(measured.hasher.finalize()) != entry.sha256 {
+    if measured.hasher.finish().to_hex() != entry.sha256 {
         return Err(ArchiveError::EntryDigest(name()));
     }
     Ok(audit)
@@ -870,7 +870,7 @@ struct Measured<R> {
     limit: u64,
     bytes: u64,
     rows: u64,
-    hasher: Sha256,
+    hasher: Sha256Stream,
     /// The entry went past its limit.
     over: bool,
     /// The first read error, kept because a consumer such as `verify_export` rewords it.
@@ -879,7 +879,7 @@ struct Measured<R> {
 
 impl<R: Read> Measured<R> {
     fn new(inner: R, limit: u64) -> Self {
-        Self { inner, limit, bytes: 0, rows: 0, hasher: Sha256::new(), over: false, failure: None }
+        Self { inner, limit, bytes: 0, rows: 0, hasher: Sha256Stream::new(), over: false, failure: None }
     }
 }
 

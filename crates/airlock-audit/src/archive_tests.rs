@@ -128,7 +128,7 @@ fn rebuild(
 /// Replaces the manifest with `manifest`, signed properly by the tenant's key: what an
 /// insider holding the key could do, to reach the checks behind the signature.
 fn resign(bytes: &[u8], manifest: &[u8]) -> Vec<u8> {
-    let note = signer().sign(&note_text(TENANT, &hex::encode(Sha256::digest(manifest)))).unwrap();
+    let note = signer().sign(&note_text(TENANT, &airlock_crypto::sha256(manifest).to_hex())).unwrap();
     rebuild(
         bytes,
         |name, contents| match name {
@@ -171,7 +171,7 @@ fn an_archive_round_trips_in_memory() {
         .collect();
     assert_eq!(lines, users());
     assert_eq!(users_entry.bytes, users_jsonl.len() as u64);
-    assert_eq!(users_entry.sha256, hex::encode(Sha256::digest(&users_jsonl)));
+    assert_eq!(users_entry.sha256, airlock_crypto::sha256(&users_jsonl).to_hex());
     // The audit log's lines are kept byte for byte.
     let expected: String = audit_export(10, ORIGIN).iter().map(|l| format!("{l}\n")).collect();
     assert_eq!(entry(&bytes, AUDIT_LOG), expected.as_bytes());

@@ -62,6 +62,37 @@ pub fn sha256(data: &[u8]) -> Digest {
     Digest(Sha256::digest(data).into())
 }
 
+/// SHA-256 over data that arrives in pieces (a file or stream being written).
+#[derive(Clone, Default)]
+pub struct Sha256Stream(Sha256);
+
+impl Sha256Stream {
+    /// An empty hash.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the next piece.
+    pub fn update(&mut self, data: &[u8]) {
+        use sha2::Digest as _;
+        self.0.update(data);
+    }
+
+    /// The digest of everything added.
+    #[must_use]
+    pub fn finish(self) -> Digest {
+        use sha2::Digest as _;
+        Digest(self.0.finalize().into())
+    }
+}
+
+impl std::fmt::Debug for Sha256Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sha256Stream(..)")
+    }
+}
+
 /// SHA-256 of the concatenation of `parts`, without copying them together.
 #[must_use]
 pub fn sha256_parts(parts: &[&[u8]]) -> Digest {

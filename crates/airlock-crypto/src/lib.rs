@@ -15,7 +15,9 @@ mod sign;
 mod token;
 
 pub use aead::{AeadError, AeadKey};
-pub use digest::{Digest, KeyedHasher, constant_time_eq, hmac_sha256, sha256, sha256_parts, to_hex};
+pub use digest::{
+    Digest, KeyedHasher, Sha256Stream, constant_time_eq, hmac_sha256, sha256, sha256_parts, to_hex,
+};
 pub use password::{PasswordError, PasswordHash, hash_password, verify_password};
 pub use random::{random_array, random_base64url, random_hex};
 pub use sign::{SigningKey, VerifyingKey};

@@ -125,8 +125,9 @@ pub struct RawSecrets {
 #[serde(deny_unknown_fields)]
 pub struct RawKeyProvider {
     /// `file` (a local key file), `env` (a key in an environment variable), `vault_transit`
-    /// (HashiCorp Vault or OpenBao Transit) or `aws_kms`. Dev mode defaults to `file` under
-    /// the data directory; production requires an explicit provider.
+    /// (HashiCorp Vault or OpenBao Transit), `aws_kms`, `azure_key_vault` or `gcp_kms`. Dev
+    /// mode defaults to `file` under the data directory; production requires an explicit
+    /// provider.
     pub kind: Option<String>,
     /// For `file`: the key file's path.
     pub path: Option<PathBuf>,
@@ -146,11 +147,17 @@ pub struct RawKeyProvider {
     pub key_id: Option<String>,
     /// For `aws_kms`: the region (default: `AWS_REGION`).
     pub region: Option<String>,
-    /// For `aws_kms`: another endpoint.
+    /// For `aws_kms` and `gcp_kms`: another endpoint.
     pub endpoint: Option<String>,
+    /// For `azure_key_vault`: the vault's URL.
+    pub vault_url: Option<String>,
+    /// For `azure_key_vault`: the key version new wraps use (default: the current one).
+    pub key_version: Option<String>,
+    /// For `gcp_kms`: the key's resource name.
+    pub key_name: Option<String>,
     /// Earlier key-encryption keys, still able to unwrap the data keys they wrapped until
     /// `airlock keys rotate --kek` re-wraps them under the current one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous: Vec<airlock_vault::ProviderSpec>,
     /// Seconds unwrapped data keys stay in memory before being unwrapped again: the longest a
     /// revoked key keeps working. Default 60.
@@ -267,9 +274,18 @@ impl RawKeyProvider {
                 region: self.region.clone(),
                 endpoint: self.endpoint.clone(),
             },
+            Some("azure_key_vault") => ProviderSpec::AzureKeyVault {
+                vault_url: required("vault_url", &self.vault_url),
+                key: required("key", &self.key),
+                key_version: self.key_version.clone(),
+            },
+            Some("gcp_kms") => ProviderSpec::GcpKms {
+                key_name: required("key_name", &self.key_name),
+                endpoint: self.endpoint.clone(),
+            },
             Some(other) => {
                 problems.push(format!(
-                    "key_provider.kind: `{other}` is not a key provider (expected `file`, `env`, `vault_transit` or `aws_kms`)"
+                    "key_provider.kind: `{other}` is not a key provider (expected `file`, `env`, `vault_transit`, `aws_kms`, `azure_key_vault` or `gcp_kms`)"
                 ));
                 default_file()
             }

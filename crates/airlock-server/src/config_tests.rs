@@ -199,3 +199,70 @@ fn dev_mode_accepts_what_production_refuses() {
     .unwrap();
     assert!(raw.validate().is_ok());
 }
+
+#[test]
+fn every_key_provider_is_configured_by_its_fields_and_missing_ones_are_named() {
+    use airlock_vault::ProviderSpec;
+    let transit = load_env(&[
+        ("AIRLOCK_KEY_PROVIDER__KIND", "vault_transit"),
+        ("AIRLOCK_KEY_PROVIDER__ADDRESS", "https://vault.internal:8200"),
+        ("AIRLOCK_KEY_PROVIDER__KEY", "airlock"),
+        ("AIRLOCK_KEY_PROVIDER__CACHE_TTL_SECS", "15"),
+    ])
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(
+        transit.key_provider,
+        ProviderSpec::VaultTransit {
+            address: "https://vault.internal:8200".into(),
+            mount: "transit".into(),
+            key: "airlock".into(),
+            namespace: None,
+            token_file: None,
+        }
+    );
+    assert_eq!(transit.key_cache_ttl, Duration::from_secs(15));
+    let kms = load_env(&[
+        ("AIRLOCK_KEY_PROVIDER__KIND", "aws_kms"),
+        ("AIRLOCK_KEY_PROVIDER__KEY_ID", "alias/airlock"),
+    ])
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert!(matches!(kms.key_provider, ProviderSpec::AwsKms { ref key_id, .. } if key_id == "alias/airlock"));
+
+    for (kind, missing) in [
+        ("vault_transit", vec!["key_provider.address", "key_provider.key"]),
+        ("aws_kms", vec!["key_provider.key_id"]),
+        ("azure_key_vault", vec!["key_provider.vault_url", "key_provider.key"]),
+        ("gcp_kms", vec!["key_provider.key_name"]),
+        ("env", vec!["key_provider.variable"]),
+    ] {
+        let found = problems(load_env(&[("AIRLOCK_KEY_PROVIDER__KIND", kind)]).unwrap().validate());
+        for field in missing {
+            assert!(found.iter().any(|p| p.starts_with(field)), "{kind}: {found:?}");
+        }
+    }
+    let unknown = problems(load_env(&[("AIRLOCK_KEY_PROVIDER__KIND", "hsm")]).unwrap().validate());
+    assert!(unknown[0].contains("`hsm` is not a key provider"), "{unknown:?}");
+}
+
+#[test]
+fn previous_key_providers_are_read_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("airlock.toml");
+    std::fs::write(
+        &file,
+        "[key_provider]\nkind = \"file\"\npath = \"/etc/airlock/kek-2026.key\"\n\n\
+         [[key_provider.previous]]\nkind = \"file\"\npath = \"/etc/airlock/kek-2025.key\"\n\n\
+         [[key_provider.previous]]\nkind = \"aws_kms\"\nkey_id = \"alias/old\"\n",
+    )
+    .unwrap();
+    let config = load_from(Some(&file), Vec::new(), &RawConfig::default()).unwrap().validate().unwrap();
+    assert_eq!(config.previous_key_providers.len(), 2);
+    assert_eq!(
+        config.previous_key_providers[0],
+        airlock_vault::ProviderSpec::File { path: "/etc/airlock/kek-2025.key".into() }
+    );
+}

@@ -15,7 +15,7 @@
 use airlock_audit::archive::{ArchiveInfo, ArchiveWriter, SharedBuffer};
 use airlock_types::Timestamp;
 use futures_util::TryStreamExt as _;
-use serde_json::{Map, Value};
+use serde_json::Map;
 use sqlx::Row;
 use tokio::sync::mpsc;
 
@@ -156,9 +156,10 @@ impl Sink {
         let mut rows = query.fetch(db.pool());
         let mut pending = 0usize;
         while let Some(row) = rows.try_next().await? {
+            // SQLite's `json_object` writes compact JSON with control characters escaped:
+            // one line, kept as it is.
             let text: String = row.try_get(0)?;
-            let value: Value = serde_json::from_str(&text).map_err(|e| StoreError::corrupt("export", e))?;
-            self.archive.write_row(&value).map_err(archive_error)?;
+            self.archive.write_line(&text).map_err(archive_error)?;
             pending += 1;
             if pending >= ROWS_PER_CHUNK {
                 pending = 0;

@@ -68,7 +68,8 @@ impl Store {
         let new_ring = match &spec {
             Some(ProviderSpec::File { .. } | ProviderSpec::Env { .. }) => {
                 return Err(StoreError::Invalid(
-                    "a tenant's own key must be held by an external provider (`vault_transit` or `aws_kms`)"
+                    "a tenant's own key must be held by an external provider \
+                     (`vault_transit`, `aws_kms`, `azure_key_vault` or `gcp_kms`)"
                         .into(),
                 ));
             }

@@ -8,8 +8,9 @@
 //! value names the version that sealed it.
 //!
 //! Providers (see [`provider`]) sit behind one trait: a local key file, a key in an
-//! environment variable, HashiCorp Vault or OpenBao Transit, and AWS KMS. The KEK itself
-//! never leaves an external provider. All primitives come from `airlock-crypto`.
+//! environment variable, HashiCorp Vault or OpenBao Transit, AWS KMS, Azure Key Vault and
+//! Google Cloud KMS. The KEK itself never leaves an external provider. All primitives come
+//! from `airlock-crypto`.
 
 mod dek;
 pub mod provider;

@@ -1,6 +1,9 @@
-//! The KEK providers against real servers: OpenBao in dev mode for Vault Transit, moto's
-//! server for AWS KMS, and the environment-variable provider. Each test starts its own
-//! servers (see `common`), so tests share no keys, tokens or IAM settings.
+//! The KEK providers: against real servers, OpenBao in dev mode for Vault Transit, moto's
+//! server for AWS KMS, and the environment-variable provider; and (in `cloud`) Azure Key Vault
+//! and Google Cloud KMS against fakes that speak their wire formats.
+//!
+//! Each test starts its own servers (see `common`), so tests share no keys, tokens or IAM
+//! settings.
 //!
 //! What every provider must do: a wrapped DEK unwraps to the same bytes, and only for the
 //! owner and version it was wrapped for (`Decrypt`); a key that is revoked, disabled or
@@ -15,6 +18,7 @@
     clippy::print_stderr
 )]
 
+mod cloud;
 mod common;
 
 use std::time::{Duration, Instant};

@@ -73,6 +73,8 @@ enum BenchCommand {
     Gateway(crate::bench_gateway::GatewayBench),
     /// Serve only the fake OpenAI-compatible provider, for another gateway to call.
     Upstream(crate::bench_gateway::UpstreamBench),
+    /// Data-key rotation speed (rows/s) and tenant export speed (MB/s) on a scratch tenant.
+    Keys(crate::bench_keys::KeysBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +348,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Actions(args)) => crate::bench::run(args).await,
         Command::Bench(BenchCommand::Gateway(args)) => crate::bench_gateway::run(args).await,
         Command::Bench(BenchCommand::Upstream(args)) => crate::bench_gateway::run_upstream(args).await,
+        Command::Bench(BenchCommand::Keys(args)) => crate::bench_keys::run(args).await,
         // Offline: no configuration, no data directory.
         Command::Audit(AuditCommand::Verify { file, keys, checkpoint }) => {
             verify(file, keys, checkpoint.as_deref())

@@ -14,6 +14,7 @@
 
 mod bench;
 mod bench_gateway;
+mod bench_keys;
 mod cli;
 mod duration;
 mod export;

@@ -6,12 +6,16 @@
 //! rotation can tell which DEKs still need re-wrapping.
 //!
 //! The wrap is bound to the DEK's owner and version ([`WrapContext`]): as AEAD associated
-//! data for local keys and Transit, as the encryption context for AWS KMS. A wrapped DEK
-//! copied to another owner's row does not unwrap.
+//! data for local keys, Transit and Cloud KMS, as the encryption context for AWS KMS, and as a
+//! digest wrapped with the DEK and checked on unwrap for Azure Key Vault's RSA-OAEP, which takes
+//! no associated data. A wrapped DEK copied to another owner's row does not unwrap.
 
 mod aws_kms;
+mod azure_key_vault;
 mod env;
 mod file;
+mod gcp_kms;
+mod token;
 mod transit;
 
 use std::collections::BTreeMap;
@@ -51,8 +55,8 @@ impl WrapContext<'_> {
 /// A source of key-encryption keys.
 pub trait KekProvider: Send + Sync + std::fmt::Debug {
     /// The stable id of the key that wraps, recorded with every wrapped DEK: for example
-    /// `file:3f9a0c41d2b7e5a8` (a fingerprint, not the key), `vault-transit:<address>/<mount>/<key>`
-    /// or `aws-kms:<key id>`.
+    /// `file:3f9a0c41d2b7e5a8` (a fingerprint, not the key), `vault-transit:<address>/<mount>/<key>`,
+    /// `aws-kms:<key id>`, `azure-key-vault:<vault>/keys/<key>` or `gcp-kms:<key name>`.
     fn id(&self) -> &str;
 
     /// Wraps a DEK's bytes.
@@ -72,7 +76,8 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
 
 /// A provider, as configured (in the server's configuration, or as a tenant's own key).
 /// It names keys and where to reach them; credentials come from the environment
-/// (`VAULT_TOKEN` or `token_file`; the standard `AWS_*` variables), never from here.
+/// (`VAULT_TOKEN` or `token_file`; the standard `AWS_*` and `AZURE_*` variables, managed
+/// identities, `GOOGLE_OAUTH_ACCESS_TOKEN` or the GCE metadata server), never from here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProviderSpec {
@@ -114,6 +119,27 @@ pub enum ProviderSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<String>,
     },
+    /// An RSA key in Azure Key Vault or a Managed HSM, wrapping with RSA-OAEP-256.
+    AzureKeyVault {
+        /// The vault, for example `https://airlock.vault.azure.net`.
+        vault_url: String,
+        /// The key's name.
+        key: String,
+        /// The key version to wrap with. Default: the key's current version. Unwrapping always
+        /// uses the version that wrapped, which each wrapped DEK records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_version: Option<String>,
+    },
+    /// A Google Cloud KMS symmetric key.
+    GcpKms {
+        /// The key's resource name,
+        /// `projects/<project>/locations/<location>/keyRings/<ring>/cryptoKeys/<key>`.
+        key_name: String,
+        /// Another endpoint (a regional or Private Service Connect endpoint). Default
+        /// `https://cloudkms.googleapis.com`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+    },
 }
 
 fn default_transit_mount() -> String {
@@ -126,7 +152,8 @@ pub struct ConnectOptions {
     /// Create a missing key file (dev mode's embedded default).
     pub create_missing_file: bool,
     /// The variables providers read (the `env` provider's key, `VAULT_TOKEN`,
-    /// `VAULT_CACERT`, the `AWS_*` credentials) instead of the process environment, which is
+    /// `VAULT_CACERT`, the `AWS_*` and `AZURE_*` credentials, `GOOGLE_OAUTH_ACCESS_TOKEN`, the
+    /// metadata endpoints' overrides) instead of the process environment, which is
     /// read when this is `None`. For embedders that hold credentials elsewhere, and for
     /// tests: a Rust 2024 program cannot set its own environment without `unsafe`.
     pub environment: Option<Environment>,
@@ -183,6 +210,12 @@ pub async fn connect(
         }
         ProviderSpec::AwsKms { key_id, region, endpoint } => {
             Arc::new(aws_kms::AwsKms::connect(key_id, region.as_deref(), endpoint.as_deref(), options)?)
+        }
+        ProviderSpec::AzureKeyVault { vault_url, key, key_version } => Arc::new(
+            azure_key_vault::AzureKeyVault::connect(vault_url, key, key_version.as_deref(), options)?,
+        ),
+        ProviderSpec::GcpKms { key_name, endpoint } => {
+            Arc::new(gcp_kms::GcpKms::connect(key_name, endpoint.as_deref(), options)?)
         }
     })
 }
