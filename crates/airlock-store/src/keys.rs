@@ -317,3 +317,54 @@ pub(crate) async fn tenant_kek_spec(
     spec.map(|text| serde_json::from_str(&text).map_err(|e| StoreError::corrupt("tenant_keks", e)))
         .transpose()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::migrations::Set;
+
+    /// Every column of `set`'s schema whose name says it holds a sealed value.
+    async fn sealed_columns_in_schema(set: Set) -> Vec<(String, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_sqlite(&dir.path().join("schema.sqlite"), false, 1).await.unwrap();
+        db.migrate(set).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\'",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        let mut found = Vec::new();
+        for table in tables {
+            let columns = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA table_info(\"{table}\")")))
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+            for column in columns {
+                let name: String = column.try_get("name").unwrap();
+                if name.starts_with("sealed") || name.ends_with("_sealed") {
+                    found.push((table.clone(), name));
+                }
+            }
+        }
+        db.close().await;
+        found.sort();
+        found
+    }
+
+    fn listed(columns: &[SealedColumn]) -> Vec<(String, String)> {
+        let mut listed: Vec<_> = columns.iter().map(|c| (c.table.to_owned(), c.column.to_owned())).collect();
+        listed.sort();
+        listed
+    }
+
+    /// A sealed column missing from the registry would be left under a key that a rotation
+    /// then destroys, and would be exported unredacted.
+    #[tokio::test]
+    async fn every_sealed_column_is_listed() {
+        assert_eq!(sealed_columns_in_schema(Set::Tenant).await, listed(TENANT_SEALED));
+        assert_eq!(sealed_columns_in_schema(Set::Control).await, listed(PLATFORM_SEALED));
+    }
+}
