@@ -35,7 +35,9 @@ use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox, SecretSlice, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::token::{Fresh, TokenCache, bearer, may_carry_credentials, metadata_client, read_answer, refusal};
+use super::token::{
+    Fresh, TokenCache, bearer, may_carry_credentials, metadata_client, read_answer, refusal, service_url,
+};
 use super::{
     BoxFuture, ConnectOptions, KekProvider, WrapContext, clip, describe_send_error, http_client, plain_var,
 };
@@ -101,20 +103,7 @@ impl AzureKeyVault {
     ) -> Result<Self, VaultError> {
         let vault_url = vault_url.trim().trim_end_matches('/');
         let key = key.trim();
-        let base = Url::parse(vault_url)
-            .ok()
-            .filter(|url| {
-                may_carry_credentials(url)
-                    && url.username().is_empty()
-                    && url.password().is_none()
-                    && url.query().is_none()
-                    && url.fragment().is_none()
-            })
-            .ok_or_else(|| {
-                config(format!(
-                    "`vault_url` `{vault_url}` is not an https URL without credentials (plain http only to this machine)"
-                ))
-            })?;
+        let base = service_url(vault_url, "vault_url").map_err(config)?;
         if !is_key_name(key) {
             return Err(config(format!(
                 "`key` `{key}` is not a Key Vault key name (letters, digits and `-`)"

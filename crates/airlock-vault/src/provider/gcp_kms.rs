@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::token::{Fresh, TokenCache, bearer, may_carry_credentials, metadata_client, read_answer, refusal};
+use super::token::{Fresh, TokenCache, bearer, metadata_client, read_answer, refusal, service_url};
 use super::{
     BoxFuture, ConnectOptions, KekProvider, WrapContext, clip, describe_send_error, http_client, plain_var,
 };
@@ -91,20 +91,7 @@ impl GcpKms {
             ))
         })?;
         let endpoint = endpoint.map(str::trim).unwrap_or(DEFAULT_ENDPOINT).trim_end_matches('/');
-        let base = Url::parse(endpoint)
-            .ok()
-            .filter(|url| {
-                may_carry_credentials(url)
-                    && url.username().is_empty()
-                    && url.password().is_none()
-                    && url.query().is_none()
-                    && url.fragment().is_none()
-            })
-            .ok_or_else(|| {
-                config(format!(
-                    "`endpoint` `{endpoint}` is not an https URL without credentials (plain http only to this machine)"
-                ))
-            })?;
+        let base = service_url(endpoint, "endpoint").map_err(config)?;
         let method = |name: &str| {
             let mut url = base.clone();
             let (key, parents) =

@@ -185,6 +185,26 @@ pub(super) fn metadata_client() -> Result<reqwest::Client, VaultError> {
         .map_err(|err| VaultError::Config(format!("cannot set up an HTTP client: {err}")))
 }
 
+/// `text` as the base URL of a service that will be sent credentials: one that may carry
+/// them (see [`may_carry_credentials`]), with no user info, query or fragment. `field` names
+/// the setting in the error.
+pub(super) fn service_url(text: &str, field: &str) -> Result<reqwest::Url, String> {
+    reqwest::Url::parse(text)
+        .ok()
+        .filter(|url| {
+            may_carry_credentials(url)
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.query().is_none()
+                && url.fragment().is_none()
+        })
+        .ok_or_else(|| {
+            format!(
+                "`{field}` `{text}` is not an https URL without credentials (plain http only to this machine)"
+            )
+        })
+}
+
 /// Whether `url` may carry a credential: over HTTPS, or plain HTTP to this machine (for a
 /// local proxy, an emulator or tests).
 pub(super) fn may_carry_credentials(url: &reqwest::Url) -> bool {

@@ -13,9 +13,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::cloud::{CLIENT_ID, FakeCloudKms, FakeKeyVault, TENANT, closed_address};
+use crate::{assert_unwraps, unavailable};
 use airlock_vault::provider::Environment;
 use airlock_vault::{ConnectOptions, Dek, Keyring, ProviderSpec, VaultError, WrappedDek, connect};
-use secrecy::ExposeSecret as _;
 
 fn options<K: AsRef<str>, V: AsRef<str>>(variables: &[(K, V)]) -> ConnectOptions {
     let pairs = variables.iter().map(|(name, value)| (name.as_ref().to_owned(), value.as_ref().to_owned()));
@@ -42,23 +42,6 @@ async fn round_trip(ring: &Keyring) -> (Dek, WrappedDek) {
         assert!(matches!(result, Err(VaultError::Decrypt(_))), "byte {at}: {result:?}");
     }
     (dek, stored)
-}
-
-async fn assert_unwraps(ring: &Keyring, stored: &WrappedDek, dek: &Dek) {
-    let again = ring.unwrap(dek.owner(), dek.version(), stored).await.unwrap();
-    assert_eq!(again.bytes().expose_secret(), dek.bytes().expose_secret());
-}
-
-/// The message of an `Unavailable` error, which must not contain `secret`.
-fn unavailable<T: std::fmt::Debug>(result: Result<T, VaultError>, secret: &str) -> String {
-    match result {
-        Err(err @ VaultError::Unavailable { .. }) => {
-            let message = err.to_string();
-            assert!(!message.contains(secret), "the error shows a credential: {message}");
-            message
-        }
-        other => panic!("expected the key to be unavailable, got {other:?}"),
-    }
 }
 
 // --- Azure Key Vault -------------------------------------------------------------------------
