@@ -648,8 +648,9 @@ fn domain(c: &str) -> bool {
     GENERIC_TLDS.binary_search(&tld.as_str()).is_ok()
 }
 
+// `test` is reserved for testing (RFC 6761) but also a common file suffix.
 const FILE_LIKE_TLDS: &[&str] =
-    &["py", "rs", "sh", "md", "pl", "ps", "so", "mk", "cc", "js", "ts", "rb", "cs", "ml", "pm"];
+    &["py", "rs", "sh", "md", "pl", "ps", "so", "mk", "cc", "js", "ts", "rb", "cs", "ml", "pm", "test"];
 
 // Two-letter strings that are not assigned country-code top-level domains.
 const NOT_COUNTRY_CODES: &[&str] = &[
@@ -657,7 +658,8 @@ const NOT_COUNTRY_CODES: &[&str] = &[
     "uu", "vv", "ww", "xx", "yy", "zz", "eg", "ie", "ex", "ok", "re",
 ];
 
-// Generic top-level domains in common use, sorted for binary search.
+// Generic top-level domains in common use, sorted for binary search; with `example`, the
+// top-level domain reserved for documentation (RFC 2606), whose names fill real examples.
 const GENERIC_TLDS: &[&str] = &[
     "academy",
     "agency",
@@ -696,6 +698,7 @@ const GENERIC_TLDS: &[&str] = &[
     "engineering",
     "estate",
     "events",
+    "example",
     "expert",
     "finance",
     "financial",

@@ -88,6 +88,9 @@ namespace Airlock {
       "hour": Long,
       "weekday": Long,
       "untrusted_sensitive": Bool,
+      "flow_grounded": Bool,
+      "flow_classes": Set<String>,
+      "read_classification": String,
     }
   };
 }
@@ -101,7 +104,10 @@ namespace Airlock {
 /// `"call"`, from a `User` or `Agent` on a `Tool`, whose context holds the arguments (see the
 /// module documentation), `intent`, `run_id`, `on_behalf_of` (empty when the run acts for no
 /// one), `hour` (0–23, UTC), `weekday` (ISO 8601: 1 is Monday, 7 is Sunday) and
-/// `untrusted_sensitive` (always false until the flow rules arrive).
+/// the flow facts: `untrusted_sensitive` (some sensitive value is not grounded),
+/// `flow_grounded` (every one is), `flow_classes` (the classes present: `grounded`,
+/// `untrusted`, `injected`, `unknown`) and `read_classification` (`confidential` or
+/// `restricted` once the run has read such data, else empty).
 #[must_use]
 pub fn cedar_schema_text() -> &'static str {
     SCHEMA_TEXT

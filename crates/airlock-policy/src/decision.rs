@@ -93,6 +93,9 @@ pub struct ActionContext {
     pub run: RunFacts,
     /// When the call is decided, in milliseconds since the Unix epoch.
     pub time_unix_ms: i64,
+    /// Where the call's sensitive values came from (see [`crate::flow`]).
+    #[serde(default)]
+    pub flow: crate::flow::FlowFacts,
 }
 
 /// What happens to the call.
@@ -174,7 +177,7 @@ pub fn decide(policies: &TenantPolicies, context: &ActionContext) -> Decision {
     determining.sort();
     let ids: Vec<String> = determining.iter().map(ToString::to_string).collect();
     match response.decision() {
-        CedarDecision::Deny if determining.is_empty() => default_for(&context.tool),
+        CedarDecision::Deny if determining.is_empty() => default_for(&context.tool, &context.flow),
         CedarDecision::Deny => {
             let reasons = determining
                 .iter()
@@ -210,10 +213,21 @@ pub fn decide(policies: &TenantPolicies, context: &ActionContext) -> Decision {
     }
 }
 
-/// The built-in rule when no tenant policy matches.
-fn default_for(tool: &ToolFacts) -> Decision {
+/// The built-in rule when no tenant policy matches. A tool that declares its sensitive
+/// arguments is left to the flow rules and the judge, which hold or refuse what is not
+/// grounded; others of tiers that need approval by default get one approver.
+fn default_for(tool: &ToolFacts, flow: &crate::flow::FlowFacts) -> Decision {
     let tier = tool.tier.as_str();
-    if tool.tier.needs_approval_by_default() {
+    if tool.tier.needs_approval_by_default() && flow.guarded && tool.side_effects {
+        Decision {
+            verdict: Verdict::Permit,
+            reasons: vec![format!(
+                "No tenant policy matched; `{tier}` calls of a tool that declares its sensitive arguments are \
+                 decided by the flow rules and the judge."
+            )],
+            policies: Vec::new(),
+        }
+    } else if tool.tier.needs_approval_by_default() {
         Decision {
             verdict: Verdict::RequireApproval { approvers: 1 },
             reasons: vec![format!("No tenant policy matched; `{tier}` tools need one approval by default.")],
@@ -310,8 +324,18 @@ fn materialise(context: &ActionContext) -> Result<(Request, Entities), String> {
         ),
         ("hour".to_owned(), RestrictedExpression::new_long(hour)),
         ("weekday".to_owned(), RestrictedExpression::new_long(weekday)),
-        // Set by the flow rules of a later capability; until then nothing is known to be tainted.
-        ("untrusted_sensitive".to_owned(), RestrictedExpression::new_bool(false)),
+        ("untrusted_sensitive".to_owned(), RestrictedExpression::new_bool(!context.flow.all_grounded())),
+        ("flow_grounded".to_owned(), RestrictedExpression::new_bool(context.flow.all_grounded())),
+        (
+            "flow_classes".to_owned(),
+            RestrictedExpression::new_set(
+                context.flow.classes().into_iter().map(|c| RestrictedExpression::new_string(c.to_owned())),
+            ),
+        ),
+        (
+            "read_classification".to_owned(),
+            RestrictedExpression::new_string(context.flow.read_classification.clone()),
+        ),
     ])
     .map_err(|e| e.to_string())?;
 

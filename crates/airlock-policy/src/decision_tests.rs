@@ -46,6 +46,7 @@ fn call(principal: PrincipalFacts, tool: ToolFacts, arguments: Value) -> ActionC
             on_behalf_of: None,
         },
         time_unix_ms: WEDNESDAY_AFTERNOON_MS,
+        flow: crate::flow::FlowFacts::default(),
     }
 }
 
@@ -416,4 +417,36 @@ proptest! {
         let expected = if tier.needs_approval_by_default() { Verdict::RequireApproval { approvers: 1 } } else { Verdict::Permit };
         prop_assert_eq!(decision.verdict, expected);
     }
+}
+
+#[test]
+fn a_guarded_tool_is_left_to_the_flow_rules_and_policies_see_the_flow_facts() {
+    use crate::flow::{Finding, FlowClass, FlowFacts};
+    let mut context = pay(5000);
+    let finding = |class| Finding {
+        argument: "/iban".into(),
+        kind: "account".into(),
+        value: "DE89370400440532013000".into(),
+        class,
+        explanation: String::new(),
+    };
+    context.flow =
+        FlowFacts { guarded: true, findings: vec![finding(FlowClass::Grounded)], ..FlowFacts::default() };
+    let empty = TenantPolicies::empty();
+    let decided = decide(&empty, &context);
+    assert_eq!(decided.verdict, Verdict::Permit, "{decided:?}");
+    assert!(decided.reasons[0].contains("flow rules"));
+    // Unguarded, the tier default still asks for approval.
+    context.flow.guarded = false;
+    assert_eq!(decide(&empty, &context).verdict, Verdict::RequireApproval { approvers: 1 });
+
+    let set = policies(
+        r#"@reason("untrusted payees need two approvers") @approval("2")
+        permit (principal, action, resource) when { context.flow_classes.contains("untrusted") };
+        permit (principal, action, resource) when { context.flow_grounded && context.read_classification == "" };"#,
+    );
+    context.flow.guarded = true;
+    assert_eq!(decide(&set, &context).verdict, Verdict::Permit);
+    context.flow.findings = vec![finding(FlowClass::Untrusted)];
+    assert_eq!(decide(&set, &context).verdict, Verdict::RequireApproval { approvers: 2 });
 }

@@ -1,5 +1,5 @@
-//! Deciding: JSON Schema validation, Cedar authorization, risk tiers and approval requirements
-//! (flow rules and budget arithmetic arrive with later capabilities).
+//! Deciding: JSON Schema validation, Cedar authorization, risk tiers and approval
+//! requirements, the flow rules ([`flow`]) and the critical judge ([`judge`]).
 //!
 //! Input is a fully materialised context, output a decision with its reasons; no I/O, so every
 //! rule can be tested exhaustively. [`ArgumentSchema`] checks a call's arguments against its
@@ -8,6 +8,8 @@
 
 mod cedar;
 mod decision;
+pub mod flow;
+pub mod judge;
 mod schema;
 mod tier;
 

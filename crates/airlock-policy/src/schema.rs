@@ -20,8 +20,17 @@ pub const MAX_SCHEMA_DEPTH: usize = 32;
 /// The annotation that marks a property as sensitive: `"x-airlock-sensitive": "recipient"`.
 pub const SENSITIVE_KEYWORD: &str = "x-airlock-sensitive";
 /// The sensitive kinds Airlock knows by name; any other lowercase word is accepted too.
-pub const KNOWN_SENSITIVE_KINDS: [&str; 7] =
-    ["recipient", "url", "account", "amount", "destination", "invitee", "file_share"];
+pub const KNOWN_SENSITIVE_KINDS: [&str; 9] = [
+    "recipient",
+    "url",
+    "account",
+    "amount",
+    "destination",
+    "invitee",
+    "file_share",
+    "content",
+    "identifier",
+];
 /// The most violations [`ArgumentSchema::validate`] reports one by one; the rest are counted.
 pub const MAX_VIOLATIONS: usize = 100;
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod extract;
+pub mod flow_guard;
 pub mod metrics;
 pub mod problem;
 pub mod ratelimit;
@@ -19,6 +20,7 @@ pub mod telemetry;
 pub mod webhook;
 
 mod app;
+mod judge_models;
 mod openapi;
 
 pub use app::{Application, shutdown_signal};

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub model_cost: Family<ModelRouteLabels, Counter>,
     /// `airlock_model_request_duration_seconds`
     pub model_duration: Family<ModelRouteLabels, Histogram>,
+    /// How long the critical judge took per high-stakes call (rules and model panel).
+    pub judge_seconds: Histogram,
 }
 
 fn latency_histogram() -> Histogram {
@@ -133,8 +135,16 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             model_duration.clone(),
         );
+        let judge_seconds = latency_histogram();
+        registry.register_with_unit(
+            "judge_duration",
+            "Time the critical judge took on a high-stakes call",
+            prometheus_client::registry::Unit::Seconds,
+            judge_seconds.clone(),
+        );
         Self {
             registry,
+            judge_seconds,
             http_requests,
             http_duration,
             auth_failures,

@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::routes::{
-    admin, approvals, audit, gateway, health, identity, inspect, models, runs, sessions, tools,
+    admin, approvals, audit, flow, gateway, health, identity, inspect, models, runs, sessions, tools,
 };
 use crate::state::AppState;
 
@@ -30,6 +30,7 @@ use crate::state::AppState;
         (name = "models", description = "The model gateway: OpenAI- and Anthropic-compatible endpoints, routes, budgets"),
         (name = "inspection", description = "PII and secret redaction profiles, trying texts against them, restoring tokens"),
         (name = "runs", description = "Runs with their leases, and the actions proposed in them"),
+        (name = "flow", description = "The flow guard: allowlists of known contacts, payees and domains; flow and judge settings"),
         (name = "approvals", description = "Approval requests and kill switches"),
         (name = "audit", description = "The tenant's tamper-evident audit log: export, entries, checkpoints, proofs, keys"),
         (name = "admin", description = "Platform operators: tenants"),
@@ -94,6 +95,9 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(models::list_aliases))
         .routes(routes!(models::put_alias, models::delete_alias))
         .routes(routes!(models::get_settings, models::put_settings))
+        .routes(routes!(flow::list_entries, flow::add_entry))
+        .routes(routes!(flow::remove_entry))
+        .routes(routes!(flow::get_settings, flow::put_settings))
         .routes(routes!(runs::open_run))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::complete_run))

@@ -44,6 +44,7 @@ const SQLITE_TENANT: &[(i64, &str, &str)] = &[
         "resealable signing keys",
         include_str!("../migrations/sqlite/tenant/0009_resealable_signing_keys.sql"),
     ),
+    (10, "flow", include_str!("../migrations/sqlite/tenant/0010_flow.sql")),
 ];
 
 impl Set {

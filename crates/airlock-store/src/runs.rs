@@ -37,6 +37,9 @@ pub struct Run {
     pub tools: Vec<String>,
     /// Destinations the intent names (domains, addresses), for the flow rules.
     pub destinations: Vec<String>,
+    /// Data the principal provided with the request (a JSON object), trusted by the flow
+    /// rules like the intent.
+    pub inputs: Value,
     /// On whose behalf the agent acts.
     pub on_behalf_of: Option<String>,
     /// The run's budget, in cents.
@@ -62,6 +65,8 @@ pub struct NewRun {
     pub tools: Vec<ToolName>,
     /// Destinations the intent names.
     pub destinations: Vec<String>,
+    /// Data the principal provides with the request (a JSON object).
+    pub inputs: Value,
     /// On whose behalf.
     pub on_behalf_of: Option<String>,
     /// Budget in cents.
@@ -143,8 +148,8 @@ pub struct NewAction {
     pub approval: Option<crate::approvals::ApprovalRequest>,
 }
 
-const RUN_COLUMNS: &str = "id, principal_kind, principal_id, intent, tools, destinations, on_behalf_of, budget_cents, \
-     spent_cents, lease_expires_at, status, created_at, ended_at";
+const RUN_COLUMNS: &str = "id, principal_kind, principal_id, intent, tools, destinations, inputs, on_behalf_of, \
+     budget_cents, spent_cents, lease_expires_at, status, created_at, ended_at";
 const ACTION_COLUMNS: &str = "id, run_id, tool, arguments, arguments_digest, idempotency_key, status, decision, \
      outcome, receipt, created_at, updated_at";
 
@@ -168,6 +173,7 @@ fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
         intent: row.try_get("intent")?,
         tools: strings(json_column(row, "tools", "runs")?),
         destinations: strings(json_column(row, "destinations", "runs")?),
+        inputs: json_column(row, "inputs", "runs")?,
         on_behalf_of: row.try_get("on_behalf_of")?,
         budget_cents: row.try_get("budget_cents")?,
         spent_cents: row.try_get("spent_cents")?,
@@ -219,6 +225,7 @@ impl Store {
             intent: new.intent,
             tools: new.tools.iter().map(ToString::to_string).collect(),
             destinations: new.destinations,
+            inputs: new.inputs,
             on_behalf_of: new.on_behalf_of,
             budget_cents: new.budget_cents,
             spent_cents: 0,
@@ -233,8 +240,8 @@ impl Store {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO runs (id, principal_kind, principal_id, intent, tools, destinations, on_behalf_of, \
-                     budget_cents, spent_cents, lease_hash, lease_expires_at, status, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, 'active', $11)",
+                     budget_cents, spent_cents, lease_hash, lease_expires_at, status, created_at, inputs) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, 'active', $11, $12)",
                 )
                 .bind(row.id.as_str())
                 .bind(row.principal_kind.as_str())
@@ -247,6 +254,7 @@ impl Store {
                 .bind(lease_hash)
                 .bind(row.lease_expires_at.as_millis())
                 .bind(row.created_at.as_millis())
+                .bind(row.inputs.to_string())
                 .execute(&mut *conn)
                 .await?;
                 Ok(())

@@ -32,6 +32,9 @@ pub struct Tool {
     pub side_effects: bool,
     /// The classification of data it returns (`public`, `internal`, `confidential`, `restricted`).
     pub classification: String,
+    /// Whether its output is a trusted source for the flow rules (a company directory, not a
+    /// mailbox).
+    pub trusted_source: bool,
     /// Estimated cost of one call, in cents.
     pub cost_cents: i64,
     /// The most its calls may cost across the tenant in any 24 hours, in cents.
@@ -61,6 +64,8 @@ pub struct ToolSpec {
     pub side_effects: bool,
     /// Its data classification.
     pub classification: String,
+    /// Whether its output is a trusted source for the flow rules.
+    pub trusted_source: bool,
     /// Estimated cost per call, in cents.
     pub cost_cents: i64,
     /// The most its calls may cost in any 24 hours, in cents.
@@ -90,7 +95,7 @@ pub struct Credential {
 pub type PolicyVersion = crate::versioned::Version;
 
 const TOOL_COLUMNS: &str = "t.name, t.description, t.input_schema, t.tier, t.side_effects, t.classification, \
-     t.cost_cents, t.daily_cost_ceiling_cents, t.connector, c.name AS credential, t.version, t.created_at, t.updated_at";
+     t.trusted_source, t.cost_cents, t.daily_cost_ceiling_cents, t.connector, c.name AS credential, t.version, t.created_at, t.updated_at";
 
 fn tool_from_row(row: &AnyRow) -> Result<Tool, StoreError> {
     let json = |column: &str| -> Result<Value, StoreError> {
@@ -105,6 +110,7 @@ fn tool_from_row(row: &AnyRow) -> Result<Tool, StoreError> {
         tier: row.try_get("tier")?,
         side_effects: row.try_get::<i64, _>("side_effects")? != 0,
         classification: row.try_get("classification")?,
+        trusted_source: row.try_get::<i64, _>("trusted_source")? != 0,
         cost_cents: row.try_get("cost_cents")?,
         daily_cost_ceiling_cents: row.try_get("daily_cost_ceiling_cents")?,
         connector: json("connector")?,
@@ -172,8 +178,8 @@ impl Store {
                 let now = Timestamp::now().as_millis();
                 sqlx::query(
                     "INSERT INTO tools (name, description, input_schema, tier, side_effects, classification, \
-                     cost_cents, connector, credential_id, version, created_at, updated_at, daily_cost_ceiling_cents) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11)",
+                     cost_cents, connector, credential_id, version, created_at, updated_at, daily_cost_ceiling_cents, \
+                     trusted_source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10, $11, $12)",
                 )
                 .bind(tool.as_str())
                 .bind(spec.description.as_str())
@@ -186,6 +192,7 @@ impl Store {
                 .bind(credential)
                 .bind(now)
                 .bind(spec.daily_cost_ceiling_cents)
+                .bind(i64::from(spec.trusted_source))
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| StoreError::conflict_on_unique(e, || format!("a tool named `{tool}`")))?;
@@ -211,7 +218,8 @@ impl Store {
                 let changed = sqlx::query(
                     "UPDATE tools SET description = $1, input_schema = $2, tier = $3, side_effects = $4, \
                      classification = $5, cost_cents = $6, connector = $7, credential_id = $8, \
-                     version = version + 1, updated_at = $9, daily_cost_ceiling_cents = $11 WHERE name = $10",
+                     version = version + 1, updated_at = $9, daily_cost_ceiling_cents = $11, trusted_source = $12 \
+                     WHERE name = $10",
                 )
                 .bind(spec.description.as_str())
                 .bind(spec.input_schema.to_string())
@@ -224,6 +232,7 @@ impl Store {
                 .bind(Timestamp::now().as_millis())
                 .bind(tool.as_str())
                 .bind(spec.daily_cost_ceiling_cents)
+                .bind(i64::from(spec.trusted_source))
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();

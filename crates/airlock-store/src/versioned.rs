@@ -41,6 +41,14 @@ pub(crate) const MODEL_SETTINGS: Document = Document {
     what: "model settings",
 };
 
+/// The tenant's flow settings.
+pub(crate) const FLOW_SETTINGS: Document = Document {
+    table: "flow_settings",
+    column: "settings",
+    event: "flow.settings_updated",
+    what: "flow settings",
+};
+
 /// One version of a tenant document.
 #[derive(Debug, Clone)]
 pub struct Version {

@@ -147,6 +147,7 @@ pub async fn run(args: &ActionsBench) -> anyhow::Result<()> {
                 tier: "read".into(),
                 side_effects: false,
                 classification: "internal".into(),
+                trusted_source: false,
                 cost_cents: 0,
                 daily_cost_ceiling_cents: None,
                 connector: json!({"kind": "http", "method": "GET", "url": format!("http://{upstream}/items/{{id}}"), "body": "none", "returned_id_pointer": "/id"}),

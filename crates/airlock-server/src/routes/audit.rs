@@ -103,7 +103,7 @@ pub struct EntriesQuery {
     pub limit: Option<u64>,
 }
 
-fn parse_time(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn parse_time(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     use time::format_description::well_known::Rfc3339;
     // Rounded up to the millisecond: entries carry milliseconds, so `since` (inclusive) and
     // `until` (exclusive) both compare correctly against a time given more precisely.

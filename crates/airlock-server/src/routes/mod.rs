@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod approvals;
 pub mod audit;
+pub mod flow;
 pub mod gateway;
 pub mod health;
 pub mod identity;

@@ -24,8 +24,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
+use airlock_policy::flow::Outcome;
+use airlock_policy::judge::{self, Case, JudgeVerdict};
+
 use crate::auth::Caller;
 use crate::extract::{Json, PathParam};
+use crate::flow_guard;
 use crate::problem::{ApiError, Problem, ProblemType};
 use crate::state::AppState;
 
@@ -36,6 +40,8 @@ pub const LEASE_HEADER: &str = "x-airlock-lease";
 
 /// Longest lease accepted: one day.
 const MAX_TTL_SECS: u64 = 24 * 3600;
+/// Largest `inputs` of a run, in bytes of JSON.
+const MAX_INPUTS_BYTES: usize = 64 * 1024;
 
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(ProblemType::InvalidBody, detail)
@@ -55,6 +61,11 @@ pub struct OpenRun {
     /// On whose behalf the agent acts (a user's e-mail or id).
     #[serde(default)]
     pub on_behalf_of: Option<String>,
+    /// Data the principal provides with the request (a JSON object, at most 64 KiB): values
+    /// in it count as grounded for the flow rules, like the intent's.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub inputs: Option<Value>,
     /// The run's budget in cents (default 1000).
     #[serde(default)]
     pub budget_cents: Option<i64>,
@@ -142,6 +153,10 @@ pub async fn open_run(
     if body.destinations.len() > 100 || body.destinations.iter().any(|d| d.len() > 500) {
         return Err(invalid("`destinations` must hold at most 100 entries of at most 500 characters"));
     }
+    let inputs = body.inputs.unwrap_or_else(|| json!({}));
+    if !inputs.is_object() || inputs.to_string().len() > MAX_INPUTS_BYTES {
+        return Err(invalid("`inputs` must be a JSON object of at most 64 KiB"));
+    }
     if let Some(reason) = state.store().stopped(&scope, None, caller.0.id_str()).await? {
         return Err(ApiError::forbidden(reason));
     }
@@ -161,6 +176,7 @@ pub async fn open_run(
                 intent: body.intent,
                 tools,
                 destinations: body.destinations,
+                inputs,
                 on_behalf_of: body.on_behalf_of,
                 budget_cents,
                 ttl: std::time::Duration::from_secs(ttl),
@@ -290,7 +306,21 @@ fn reasons_of(decision: &Value) -> Vec<String> {
 
 pub(crate) fn action_view(action: Action) -> ActionView {
     let result = action.outcome.as_ref().map(|outcome| {
-        json!({"type": "untrusted_data", "source": format!("tool:{}", action.tool), "content": outcome["output"]})
+        let injection = &outcome["injection"];
+        let findings: Vec<Value> = injection["findings"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|f| json!({"pointer": f["pointer"], "score": f["score"], "rules": f["rules"]}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "type": "untrusted_data",
+            "source": format!("tool:{}", action.tool),
+            "content": outcome["output"],
+            "injection": {"flagged": injection["flagged"].as_bool().unwrap_or(false), "findings": findings},
+        })
     });
     let mut reasons = reasons_of(&action.decision);
     if let Some(reason) = action.outcome.as_ref().and_then(|o| o["reason"].as_str()) {
@@ -422,13 +452,17 @@ pub async fn propose(
         return Ok((StatusCode::CREATED, axum::Json(action_view(action))));
     }
 
+    // Where the sensitive values came from: the flow rules (see `flow_guard`).
+    let tier = RiskTier::parse(&tool.tier).unwrap_or(RiskTier::Destructive);
+    let assessment =
+        flow_guard::assess(&state, &scope, &run, schema.sensitive_arguments(), &body.arguments).await?;
+
     // Policy, failing closed when the tenant's policy cannot be read.
     let policies = match store.current_policies(&scope).await? {
         Some(version) => TenantPolicies::parse(&version.text).ok(),
         None => Some(TenantPolicies::empty()),
     };
-    let tier = RiskTier::parse(&tool.tier).unwrap_or(RiskTier::Destructive);
-    let decision = match &policies {
+    let mut decision = match &policies {
         Some(policies) => airlock_policy::decide(
             policies,
             &ActionContext {
@@ -444,7 +478,7 @@ pub async fn propose(
                 },
                 tool: ToolFacts {
                     name: tool.name.to_string(),
-                    tier,
+                    tier: tier.clone(),
                     side_effects: tool.side_effects,
                     classification: tool.classification.clone(),
                     cost_cents: tool.cost_cents,
@@ -456,6 +490,7 @@ pub async fn propose(
                     on_behalf_of: run.on_behalf_of.clone(),
                 },
                 time_unix_ms: Timestamp::now().as_millis(),
+                flow: assessment.facts.clone(),
             },
         ),
         None => airlock_policy::Decision {
@@ -464,7 +499,78 @@ pub async fn propose(
             policies: Vec::new(),
         },
     };
-    let decision_json = serde_json::to_value(&decision).unwrap_or_else(|_| json!({"verdict": "deny"}));
+    let mut step = "policy";
+    // The flow rules can only make the verdict stricter.
+    decision.reasons.extend(assessment.verdict.reasons.iter().cloned());
+    match (assessment.verdict.outcome, decision.verdict) {
+        (Outcome::Deny, Verdict::Permit | Verdict::RequireApproval { .. }) => {
+            decision.verdict = Verdict::Deny;
+            step = "flow";
+        }
+        (Outcome::Approval, Verdict::Permit) => {
+            decision.verdict = Verdict::RequireApproval { approvers: 1 };
+            step = "flow";
+        }
+        _ => {}
+    }
+    // The critical judge reviews a high-stakes call that would otherwise go ahead on the
+    // built-in rules alone; a tenant policy that permits the call explicitly is the tenant's
+    // own judgement and stands.
+    let mut judged = None;
+    if decision.verdict == Verdict::Permit
+        && decision.policies.is_empty()
+        && judge::high_stakes(&tier, tool.side_effects)
+    {
+        let case = Case {
+            intent: &run.intent,
+            inputs: &run.inputs,
+            tool: tool.name.as_str(),
+            description: &tool.description,
+            tier: &tier,
+            arguments: &body.arguments,
+            flow: &assessment.facts,
+        };
+        let outcome = flow_guard::judge(&state, &scope, &case, &assessment.settings.judge).await;
+        state.metrics().judge_seconds.observe(outcome.elapsed.as_secs_f64());
+        let verdict = outcome.judgement.verdict;
+        decision
+            .reasons
+            .extend(outcome.judgement.reasons.iter().map(|r| format!("Judge ({}): {r}", verdict.as_str())));
+        match verdict {
+            JudgeVerdict::Approve => {}
+            JudgeVerdict::RouteToHuman => {
+                decision.verdict = Verdict::RequireApproval { approvers: 1 };
+                step = "judge";
+            }
+            JudgeVerdict::ChangePlan | JudgeVerdict::Stop => {
+                decision.verdict = Verdict::Deny;
+                step = "judge";
+            }
+        }
+        judged = Some(json!({
+            "verdict": verdict,
+            "judges": outcome.judges,
+            "ms": outcome.elapsed.as_secs_f64() * 1e3,
+        }));
+    }
+    let mut decision_json = serde_json::to_value(&decision).unwrap_or_else(|_| json!({"verdict": "deny"}));
+    if let Some(object) = decision_json.as_object_mut() {
+        object.insert("step".into(), Value::from(step));
+        if assessment.facts.guarded {
+            object.insert(
+                "flow".into(),
+                json!({
+                    "outcome": assessment.verdict.outcome,
+                    "findings": assessment.facts.findings,
+                    "read_classification": assessment.facts.read_classification,
+                    "outside_allowlist": assessment.facts.outside_allowlist,
+                }),
+            );
+        }
+        if let Some(judged) = judged {
+            object.insert("judge".into(), judged);
+        }
+    }
     match decision.verdict {
         Verdict::Deny => {
             let action = record("denied", decision_json, 0).await?;
@@ -562,7 +668,12 @@ pub(crate) async fn execute(
         OutcomeStatus::Unverified => "unverified",
         OutcomeStatus::Failed => "failed",
     };
-    let outcome_json = serde_json::to_value(&outcome).unwrap_or_else(|_| json!({}));
+    let mut outcome_json = serde_json::to_value(&outcome).unwrap_or_else(|_| json!({}));
+    // What the tool returned is scanned once, here: the flow rules of later calls read the
+    // flags, and the agent gets them with the data.
+    if let Some(object) = outcome_json.as_object_mut() {
+        object.insert("injection".into(), flow_guard::scan_output(state.scanner(), &outcome.output));
+    }
     // Canonical JSON has a form for every value the executor returns; should it ever fail,
     // the receipt still binds the outcome through its exact serialisation.
     let outcome_digest = digest_hex(&outcome_json).unwrap_or_else(|_| {

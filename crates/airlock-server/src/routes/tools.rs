@@ -46,6 +46,11 @@ pub struct ToolBody {
     /// Classification of the data it returns: public, internal (default), confidential, restricted.
     #[serde(default)]
     pub classification: Option<String>,
+    /// Whether its output is a trusted source for the flow rules: content no outsider can
+    /// write, such as the company directory or the bank's list of registered payees
+    /// (default false: mailboxes, web pages and shared documents are not).
+    #[serde(default)]
+    pub trusted_source: bool,
     /// Estimated cost of one call, in cents (default 0).
     #[serde(default)]
     pub cost_cents: Option<i64>,
@@ -88,6 +93,8 @@ pub struct ToolView {
     pub side_effects: bool,
     /// Its data classification.
     pub classification: String,
+    /// Whether its output is a trusted source for the flow rules.
+    pub trusted_source: bool,
     /// Estimated cost per call, in cents.
     pub cost_cents: i64,
     /// Its cost ceiling per 24 hours, in cents.
@@ -133,6 +140,7 @@ fn view(tool: Tool) -> ToolView {
         tier: tool.tier,
         side_effects: tool.side_effects,
         classification: tool.classification,
+        trusted_source: tool.trusted_source,
         cost_cents: tool.cost_cents,
         daily_cost_ceiling_cents: tool.daily_cost_ceiling_cents,
         connector: tool.connector,
@@ -177,6 +185,7 @@ fn spec(body: ToolBody) -> ApiResult<ToolSpec> {
         tier: tier.as_str().to_owned(),
         side_effects: body.side_effects,
         classification,
+        trusted_source: body.trusted_source,
         cost_cents,
         daily_cost_ceiling_cents: body.daily_cost_ceiling_cents,
         connector: connector.to_json(),

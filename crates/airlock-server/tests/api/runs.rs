@@ -67,7 +67,10 @@ async fn a_permitted_write_executes_with_the_credential_and_returns_untrusted_da
     assert_eq!(action["status"], "succeeded", "{action}");
     assert_eq!(
         action["result"],
-        json!({"type": "untrusted_data", "source": "tool:create_ticket", "content": reply}),
+        json!({"type": "untrusted_data", "source": "tool:create_ticket", "content": reply, "injection": {
+            "flagged": true,
+            "findings": [{"pointer": "/note", "score": action["result"]["injection"]["findings"][0]["score"], "rules": ["ignore_previous"]}],
+        }}),
         "the upstream's answer comes back as untrusted data"
     );
     assert_eq!(

@@ -21,6 +21,7 @@ fn spec(credential: Option<&str>) -> ToolSpec {
         tier: "egress".into(),
         side_effects: true,
         classification: "internal".into(),
+        trusted_source: false,
         cost_cents: 1,
         daily_cost_ceiling_cents: None,
         connector: json!({"kind": "http", "method": "POST", "url": "https://mail.example.com/send"}),
