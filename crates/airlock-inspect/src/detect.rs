@@ -648,9 +648,8 @@ fn domain(c: &str) -> bool {
     GENERIC_TLDS.binary_search(&tld.as_str()).is_ok()
 }
 
-// `test` is reserved for testing (RFC 6761) but also a common file suffix.
 const FILE_LIKE_TLDS: &[&str] =
-    &["py", "rs", "sh", "md", "pl", "ps", "so", "mk", "cc", "js", "ts", "rb", "cs", "ml", "pm", "test"];
+    &["py", "rs", "sh", "md", "pl", "ps", "so", "mk", "cc", "js", "ts", "rb", "cs", "ml", "pm"];
 
 // Two-letter strings that are not assigned country-code top-level domains.
 const NOT_COUNTRY_CODES: &[&str] = &[
@@ -658,8 +657,9 @@ const NOT_COUNTRY_CODES: &[&str] = &[
     "uu", "vv", "ww", "xx", "yy", "zz", "eg", "ie", "ex", "ok", "re",
 ];
 
-// Generic top-level domains in common use, sorted for binary search; with `example`, the
-// top-level domain reserved for documentation (RFC 2606), whose names fill real examples.
+// Generic top-level domains in common use, sorted for binary search; with `example` and
+// `test`, reserved for documentation and testing (RFC 2606, RFC 6761), whose names fill real
+// examples and test data.
 const GENERIC_TLDS: &[&str] = &[
     "academy",
     "agency",
@@ -734,8 +734,8 @@ const GENERIC_TLDS: &[&str] = &[
     "ngo",
     "online",
     "org",
-    "partners",
     "page",
+    "partners",
     "photo",
     "place",
     "plus",
@@ -754,6 +754,7 @@ const GENERIC_TLDS: &[&str] = &[
     "tech",
     "technology",
     "tel",
+    "test",
     "today",
     "tools",
     "travel",

@@ -273,13 +273,21 @@ fn needle(kind: &str, value: &Value) -> Option<Needle> {
 
 /// The needles inside free text that leaves (`content`): addresses, links, accounts, phones.
 fn content_needles(text: &str) -> Vec<(String, Needle)> {
-    extract(text)
-        .into_iter()
+    let found = extract(text);
+    // A domain inside an address or a link is checked with it; a bare one on its own.
+    let within = |c: &Candidate| {
+        found
+            .iter()
+            .any(|o| matches!(o.kind, Builtin::Email | Builtin::Url) && o.start <= c.start && c.end <= o.end)
+    };
+    found
+        .iter()
         .filter_map(|c| {
             let needle = match c.kind {
-                Builtin::Email => Needle::Candidate(EMAIL, c.value),
-                Builtin::Url => Needle::Candidate(URL, c.value),
-                Builtin::Iban | Builtin::BankAccount => Needle::Candidate(ACCOUNT, c.value),
+                Builtin::Email => Needle::Candidate(EMAIL, c.value.clone()),
+                Builtin::Url => Needle::Candidate(URL, c.value.clone()),
+                Builtin::Domain if !within(c) => Needle::Candidate(DOMAIN, c.value.clone()),
+                Builtin::Iban | Builtin::BankAccount => Needle::Candidate(ACCOUNT, c.value.clone()),
                 Builtin::Phone => Needle::Candidate(PHONE, phone_key(&c.value)),
                 _ => return None,
             };
@@ -337,18 +345,21 @@ fn format_amount(amount: f64) -> String {
 }
 
 /// Every number written in `text`, as amounts. Apostrophes and no-break spaces inside a
-/// number are thousands separators (`1'840`, `1 840`).
+/// number are thousands separators (`1'840`, `1 840`), and `10k` is 10000.
 fn amounts_in(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
-    for c in text.chars().chain(std::iter::once(' ')) {
+    let mut chars = text.chars().chain(std::iter::once(' ')).peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() || ((c == '.' || c == ',') && !current.is_empty()) {
             current.push(c);
         } else if (c == '\'' || c == '\u{a0}') && !current.is_empty() {
             continue;
         } else if !current.is_empty() {
+            // `10k` is ten thousand, when the `k` ends the word.
+            let thousands = matches!(c, 'k' | 'K') && !chars.peek().is_some_and(|n| n.is_alphanumeric());
             if let Some(amount) = normalise_number(&current).and_then(|n| n.parse::<f64>().ok()) {
-                out.push(format_amount(amount));
+                out.push(format_amount(if thousands { amount * 1000.0 } else { amount }));
             }
             current.clear();
         }

@@ -221,4 +221,5 @@ fn numbers_are_read_in_either_convention() {
     assert_eq!(normalise_number("1.840").as_deref(), Some("1840"));
     assert_eq!(normalise_number("12,5").as_deref(), Some("12.5"));
     assert_eq!(amounts_in("Total: 1'250.00 EUR (was 980)"), ["1250", "980"]);
+    assert_eq!(amounts_in("move 10k now, 2kg, 10 km"), ["10000", "2", "10"]);
 }

@@ -143,9 +143,9 @@ fn stems(tier: &RiskTier) -> (&'static str, &'static [&'static str]) {
         RiskTier::Egress => (
             "send or share anything",
             &[
-                "send", "sent", "mail", "e-mail", "repl", "respond", "answer", "forward", "shar", "post",
-                "messag", "tell", "notif", "invit", "text", "sms", "upload", "publish", "ping", "dm", "writ",
-                "let ", "inform", "updat", "confirm", "announc", "schedul", "meet", "ask", "remind",
+                "send", "sent", "mail", "email", "e-mail", "repl", "respond", "answer", "forward", "shar",
+                "post", "messag", "tell", "notif", "invit", "text", "sms", "upload", "publish", "ping", "dm",
+                "writ", "let ", "inform", "updat", "confirm", "announc", "schedul", "meet", "ask", "remind",
                 "introduc", "submit", "book", "reserv", "accept", "declin", "rsvp", "envi", "schick",
                 "antwort", "teil", "mand", "compart", "escrib",
             ],

@@ -85,12 +85,10 @@ impl Store {
             return Err(StoreError::Invalid(format!("`{list}` is not a list (contacts, payees or domains)")));
         }
         let value = value.trim();
-        if value.is_empty()
-            || value.len() > MAX_VALUE
-            || value.chars().any(|c| c.is_control() || c.is_whitespace() && list != "payees")
-        {
+        let spaced = list == "domains" && value.chars().any(char::is_whitespace);
+        if value.is_empty() || value.len() > MAX_VALUE || value.chars().any(char::is_control) || spaced {
             return Err(StoreError::Invalid(format!(
-                "the value must be 1 to {MAX_VALUE} characters without control characters (or spaces, except in account numbers)"
+                "the value must be 1 to {MAX_VALUE} characters without control characters (and a domain without spaces)"
             )));
         }
         if note.chars().count() > 200 || note.chars().any(char::is_control) {

@@ -75,6 +75,9 @@ enum BenchCommand {
     Upstream(crate::bench_gateway::UpstreamBench),
     /// Data-key rotation speed (rows/s) and tenant export speed (MB/s) on a scratch tenant.
     Keys(crate::bench_keys::KeysBench),
+    /// The flow guard's scenario suite: legitimate tasks and hijacked variants, through the
+    /// REST API; reports tasks done with no human and injected calls stopped.
+    Scenarios(crate::scenarios::ScenariosBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,6 +352,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Gateway(args)) => crate::bench_gateway::run(args).await,
         Command::Bench(BenchCommand::Upstream(args)) => crate::bench_gateway::run_upstream(args).await,
         Command::Bench(BenchCommand::Keys(args)) => crate::bench_keys::run(args).await,
+        Command::Bench(BenchCommand::Scenarios(args)) => crate::scenarios::run(args).await,
         // Offline: no configuration, no data directory.
         Command::Audit(AuditCommand::Verify { file, keys, checkpoint }) => {
             verify(file, keys, checkpoint.as_deref())
