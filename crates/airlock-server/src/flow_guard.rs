@@ -281,12 +281,14 @@ pub struct Judged {
     pub elapsed: Duration,
 }
 
-/// Runs the rule-based judge and, if the tenant configured one, the model panel.
+/// Runs the rule-based judge and, if the tenant configured one and `ask_models` is set, the
+/// model panel.
 pub async fn judge(
     state: &AppState,
     scope: &TenantScope,
     case: &Case<'_>,
     settings: &JudgeSettings,
+    ask_models: bool,
 ) -> Judged {
     let started = Instant::now();
     let rules = judge::rule_judge(case);
@@ -294,7 +296,7 @@ pub async fn judge(
         json!({"judge": "rules", "verdict": rules.verdict, "ms": started.elapsed().as_secs_f64() * 1e3}),
     ];
     let mut judgement = rules;
-    if !settings.models.is_empty() {
+    if ask_models && !settings.models.is_empty() {
         let panel_started = Instant::now();
         let answers = crate::judge_models::ask_panel(state, scope, case, settings).await;
         for (model, answer) in &answers {

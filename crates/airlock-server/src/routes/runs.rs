@@ -529,14 +529,16 @@ pub async fn propose(
         }
         _ => {}
     }
-    // The critical judge reviews a high-stakes call that would otherwise go ahead on the
-    // built-in rules alone; a tenant policy that permits the call explicitly is the tenant's
-    // own judgement and stands.
+    // The critical judge reviews a high-stakes call decided by the built-in rules (a tenant
+    // policy that permits the call explicitly is the tenant's own judgement and stands). The
+    // rules always run: they can stop a call the flow rules would only hold. The model panel
+    // is asked only about calls that would otherwise go ahead: a held call has a human anyway.
     let mut judged = None;
-    if decision.verdict == Verdict::Permit
+    if decision.verdict != Verdict::Deny
         && decision.policies.is_empty()
         && judge::high_stakes(&tier, tool.side_effects)
     {
+        let ask_models = decision.verdict == Verdict::Permit;
         let case = Case {
             intent: &run.intent,
             inputs: &run.inputs,
@@ -546,7 +548,7 @@ pub async fn propose(
             arguments: &body.arguments,
             flow: &assessment.facts,
         };
-        let outcome = flow_guard::judge(&state, &scope, &case, &assessment.settings.judge).await;
+        let outcome = flow_guard::judge(&state, &scope, &case, &assessment.settings.judge, ask_models).await;
         state.metrics().judge_seconds.observe(outcome.elapsed.as_secs_f64());
         let verdict = outcome.judgement.verdict;
         decision
@@ -555,8 +557,10 @@ pub async fn propose(
         match verdict {
             JudgeVerdict::Approve => {}
             JudgeVerdict::RouteToHuman => {
-                decision.verdict = Verdict::RequireApproval { approvers: 1 };
-                step = "judge";
+                if decision.verdict == Verdict::Permit {
+                    decision.verdict = Verdict::RequireApproval { approvers: 1 };
+                    step = "judge";
+                }
             }
             JudgeVerdict::ChangePlan | JudgeVerdict::Stop => {
                 decision.verdict = Verdict::Deny;
