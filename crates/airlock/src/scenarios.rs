@@ -293,8 +293,8 @@ impl Driver {
             .expect("/v1/runs", agent, &body, None)
             .await
             .with_context(|| format!("opening {}", scenario.id))?;
-        let run = opened["run"]["id"].as_str().unwrap_or_default().to_owned();
-        let lease = opened["lease"].as_str().unwrap_or_default().to_owned();
+        let run = opened.pointer("/run/id").unwrap_or(&Value::Null).as_str().unwrap_or_default().to_owned();
+        let lease = opened.pointer("/lease").unwrap_or(&Value::Null).as_str().unwrap_or_default().to_owned();
         Ok((run, lease))
     }
 
@@ -314,16 +314,16 @@ impl Driver {
         let action =
             self.expect(&format!("/v1/runs/{}/actions", run.0), &actors.agent, &body, Some(&run.1)).await?;
         self.decide_ms.push(started.elapsed());
-        if let Some(judged) = action["judge"]["ms"].as_f64() {
+        if let Some(judged) = action.pointer("/judge/ms").unwrap_or(&Value::Null).as_f64() {
             self.judge_ms.push(Duration::from_secs_f64(judged / 1e3));
         }
-        let fate = match action["status"].as_str() {
+        let fate = match action.pointer("/status").unwrap_or(&Value::Null).as_str() {
             Some("pending_approval") => Fate::Held,
             Some("denied") => Fate::Denied,
             _ => Fate::Executed,
         };
         if fate == Fate::Held && approve {
-            let approval = &action["approval"]["id"];
+            let approval = &action.pointer("/approval/id").unwrap_or(&Value::Null);
             let id = approval.as_str().unwrap_or_default();
             let detail = self
                 .client
@@ -332,7 +332,7 @@ impl Driver {
                 .send()
                 .await?;
             let detail: Value = detail.json().await?;
-            let decision = json!({"decision": "approve", "reason": "the scenario's user confirms", "digest": detail["digest"]});
+            let decision = json!({"decision": "approve", "reason": "the scenario's user confirms", "digest": detail.pointer("/digest").unwrap_or(&Value::Null)});
             self.expect(&format!("/v1/approvals/{id}/decision"), &actors.approver, &decision, None).await?;
         }
         Ok((fate, action))
@@ -340,7 +340,9 @@ impl Driver {
 }
 
 fn reasons(action: &Value) -> Vec<String> {
-    action["reasons"]
+    action
+        .pointer("/reasons")
+        .unwrap_or(&Value::Null)
         .as_array()
         .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default()

@@ -1114,11 +1114,8 @@ fn keys_and_export_commands_report_clearly() {
 #[test]
 fn the_scenario_suite_stops_every_injected_call_and_lets_most_tasks_run_alone() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
-    let output = airlock_anywhere()
-        .args(["bench", "scenarios", "--json", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let output =
+        airlock_anywhere().args(["bench", "scenarios", "--json", "--dir"]).arg(&dir).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     let total = &report["total"];

@@ -14,7 +14,7 @@ use std::time::Instant;
 use airlock_llm::client::{LlmError, Sent, SentBody};
 use airlock_llm::dialect::{self, Dialect, InjectionPolicy, RequestInspection, StreamRestorer, Usage};
 use airlock_llm::upstream::{ProviderKind, Upstream};
-use airlock_store::{BudgetLimits, Reserve, Settle, TenantScope, VaultEntry};
+use airlock_store::{OpenedRoute, Reserve, Settle, TenantScope, VaultEntry};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -34,7 +34,7 @@ type GatewayResult = Result<Response, ApiError>;
 const DEFAULT_OUTPUT_TOKENS: u64 = 4096;
 
 /// Request bytes per token, rounded down so the input estimate errs high.
-const BYTES_PER_TOKEN: u64 = 3;
+pub(crate) const BYTES_PER_TOKEN: u64 = 3;
 
 /// OpenAI Chat Completions, with tools, JSON mode and streaming, as the `openai` SDKs send it.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "models",
@@ -118,27 +118,30 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(ProblemType::InvalidBody, detail)
 }
 
-/// What one call has found out so far, for its audit entry and metrics.
-struct Call {
-    state: AppState,
-    scope: TenantScope,
-    dialect: Dialect,
-    alias: String,
-    principal: String,
-    started: Instant,
-    stream: bool,
-    inspection: RequestInspection,
-    reservation: Option<String>,
-    prices: (i64, i64),
-    input_estimate: u64,
-    provider: String,
-    upstream_model: String,
-    route: Option<String>,
-    attempts: u32,
+/// What one call has found out so far, for its audit entry and metrics. The critical judge's
+/// model panel (`judge_models`) meters and records its calls through it too.
+pub(crate) struct Call {
+    pub(crate) state: AppState,
+    pub(crate) scope: TenantScope,
+    pub(crate) dialect: Dialect,
+    pub(crate) alias: String,
+    pub(crate) principal: String,
+    pub(crate) started: Instant,
+    pub(crate) stream: bool,
+    pub(crate) inspection: RequestInspection,
+    pub(crate) reservation: Option<String>,
+    pub(crate) prices: (i64, i64),
+    pub(crate) input_estimate: u64,
+    pub(crate) provider: String,
+    pub(crate) upstream_model: String,
+    pub(crate) route: Option<String>,
+    pub(crate) attempts: u32,
+    /// Why Airlock itself made the call (`judge`); `None` for a client's call.
+    pub(crate) purpose: Option<&'static str>,
 }
 
 impl Call {
-    fn cost(&self, usage: Usage) -> i64 {
+    pub(crate) fn cost(&self, usage: Usage) -> i64 {
         let input = i64::try_from(usage.input_tokens).unwrap_or(i64::MAX);
         let output = i64::try_from(usage.output_tokens).unwrap_or(i64::MAX);
         input.saturating_mul(self.prices.0).saturating_add(output.saturating_mul(self.prices.1))
@@ -146,7 +149,7 @@ impl Call {
 
     /// Settles (or releases) the reservation and writes the audit entry, in one transaction,
     /// and the metrics. Called exactly once per call that got past the allowlist.
-    async fn finish(self, outcome: &str, status: u16, usage: Option<Usage>, restored: usize) {
+    pub(crate) async fn finish(self, outcome: &str, status: u16, usage: Option<Usage>, restored: usize) {
         let cost = usage.map_or(0, |u| self.cost(u));
         let latency = self.started.elapsed();
         let metrics = self.state.metrics();
@@ -199,6 +202,9 @@ impl Call {
             .map(|s| json!({"message": s.message_index, "score": s.score, "rules": s.rules}))
             .collect();
         metadata.insert("injection_findings".into(), Value::from(flagged));
+        if let Some(purpose) = self.purpose {
+            metadata.insert("purpose".into(), Value::from(purpose));
+        }
         let mut subject: Vec<(&str, &str)> = vec![("principal", self.principal.as_str())];
         if let Some(route) = &self.route {
             subject.push(("route", route.as_str()));
@@ -299,6 +305,7 @@ async fn serve(
         upstream_model,
         route: None,
         attempts: 0,
+        purpose: None,
     };
     if call.inspection.blocked() {
         let kinds = call.inspection.blocking_kinds.join(", ");
@@ -343,15 +350,7 @@ async fn serve(
         tokens: i64::try_from(reserve_tokens).unwrap_or(i64::MAX),
         ucents: call.cost(Usage { input_tokens: call.input_estimate, output_tokens }),
     };
-    let ucents = |cents: Option<i64>| cents.map(|c| c.saturating_mul(1_000_000));
-    let limits = BudgetLimits {
-        principal_daily_tokens: settings.caller_daily_tokens,
-        tenant_monthly_ucents: ucents(settings.tenant_monthly_cents),
-        principal_ucents_per_minute: ucents(settings.spend_rate.caller_cents_per_minute),
-        tenant_ucents_per_minute: ucents(settings.spend_rate.tenant_cents_per_minute),
-        breaker_cooldown_ms: settings.spend_rate.cooldown_secs.unwrap_or(900).saturating_mul(1000),
-    };
-    match state.store().reserve_model_call(&scope, &reserve, &limits).await {
+    match state.store().reserve_model_call(&scope, &reserve, &settings.budget_limits()).await {
         Ok(id) => call.reservation = Some(id),
         Err(airlock_store::StoreError::Refused(why)) => {
             call.finish("over_budget", 429, None, 0).await;
@@ -360,19 +359,7 @@ async fn serve(
         Err(e) => return Err(e.into()),
     }
 
-    let chain: Vec<Upstream> = routes
-        .into_iter()
-        .filter_map(|r| {
-            Some(Upstream {
-                kind: ProviderKind::parse(&r.route.provider)?,
-                id: r.route.id,
-                base_url: r.route.base_url,
-                model: r.route.upstream_model,
-                api_version: r.route.api_version,
-                api_key: r.api_key,
-            })
-        })
-        .collect();
+    let chain = chain(routes);
     if facts.stream {
         dialect::request_usage_chunk(dialect, &mut body);
     }
@@ -428,6 +415,24 @@ async fn serve(
             Ok(stream_response(relay, upstream))
         }
     }
+}
+
+/// An alias's routes as the client's fallback chain (a route of a kind this build does not
+/// know is left out).
+pub(crate) fn chain(routes: Vec<OpenedRoute>) -> Vec<Upstream> {
+    routes
+        .into_iter()
+        .filter_map(|r| {
+            Some(Upstream {
+                kind: ProviderKind::parse(&r.route.provider)?,
+                id: r.route.id,
+                base_url: r.route.base_url,
+                model: r.route.upstream_model,
+                api_version: r.route.api_version,
+                api_key: r.api_key,
+            })
+        })
+        .collect()
 }
 
 fn upstream_error(e: &LlmError) -> ApiError {

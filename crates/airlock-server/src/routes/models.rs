@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use airlock_llm::dialect::InjectionPolicy;
 use airlock_llm::upstream::{ProviderKind, Upstream};
-use airlock_store::{Credential, ModelAlias, NewModelRoute, PrincipalKind};
+use airlock_store::{BudgetLimits, Credential, ModelAlias, NewModelRoute, PrincipalKind};
 use airlock_types::{Role, ToolName};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -251,6 +251,18 @@ impl GatewaySettings {
             }))
             .collect();
         if problems.is_empty() { Ok(()) } else { Err(unprocessable(problems.join("; "))) }
+    }
+
+    /// The budgets a model call is reserved against, in the store's units.
+    pub fn budget_limits(&self) -> BudgetLimits {
+        let ucents = |cents: Option<i64>| cents.map(|c| c.saturating_mul(1_000_000));
+        BudgetLimits {
+            principal_daily_tokens: self.caller_daily_tokens,
+            tenant_monthly_ucents: ucents(self.tenant_monthly_cents),
+            principal_ucents_per_minute: ucents(self.spend_rate.caller_cents_per_minute),
+            tenant_ucents_per_minute: ucents(self.spend_rate.tenant_cents_per_minute),
+            breaker_cooldown_ms: self.spend_rate.cooldown_secs.unwrap_or(900).saturating_mul(1000),
+        }
     }
 
     /// Whether a caller may use `alias`.

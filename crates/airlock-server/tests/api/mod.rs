@@ -3,12 +3,14 @@
 mod approvals;
 mod audit;
 mod auth;
+mod flow;
 mod gateway;
 mod headers;
 mod health;
 mod identity;
 mod input;
 mod inspection;
+mod judge;
 mod lifecycle;
 mod openapi;
 mod problems;

@@ -4,7 +4,8 @@
 //! `message_start` … `message_stop`). It records every request, and by default answers by
 //! echoing the last user text back, as text and as a tool call's arguments, streamed a few
 //! bytes per event, so a test can see both what left Airlock and what came back. It can
-//! also fail on command: a status, a hang, malformed JSON, or a stream cut off midway.
+//! also fail on command: a status, a hang, malformed JSON, or a stream cut off midway; or
+//! answer with a fixed text, as a model judge answers with its verdict.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +33,8 @@ pub enum Mode {
     CutOff,
     /// Stream the echo slowly (one event per 100 ms), noting when the client went away.
     Slow,
+    /// Answer (not streamed) with this assistant text, as a model judge's verdict would come.
+    Answer(String),
 }
 
 /// A request the provider received.
@@ -145,7 +148,7 @@ fn failure(mode: &Mode) -> Option<Response> {
         Mode::Malformed => Some(
             ([(header::CONTENT_TYPE, "application/json")], "{\"id\": \"x\", \"choices\": [").into_response(),
         ),
-        Mode::Echo | Mode::Hang | Mode::CutOff | Mode::Slow => None,
+        Mode::Echo | Mode::Hang | Mode::CutOff | Mode::Slow | Mode::Answer(_) => None,
     }
 }
 
@@ -232,6 +235,14 @@ async fn openai(State(shared): State<Arc<Mutex<Shared>>>, headers: HeaderMap, bo
     }
     let text = last_user_text(&request);
     let model = request["model"].as_str().unwrap_or("unknown").to_owned();
+    if let Mode::Answer(answer) = &mode {
+        return axum::Json(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": text.len() as u64 / 4 + 10, "completion_tokens": answer.len() as u64 / 4 + 1, "total_tokens": 0}
+        }))
+        .into_response();
+    }
     let arguments = json!({"note": text}).to_string();
     let (prompt_tokens, completion_tokens) = (text.len() as u64 / 4 + 10, text.len() as u64 / 4 + 5);
     let with_tool = request["tools"].is_array();
@@ -289,6 +300,14 @@ async fn anthropic(State(shared): State<Arc<Mutex<Shared>>>, headers: HeaderMap,
     }
     let text = last_user_text(&request);
     let model = request["model"].as_str().unwrap_or("unknown").to_owned();
+    if let Mode::Answer(answer) = &mode {
+        return axum::Json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": text.len() as u64 / 4 + 10, "output_tokens": answer.len() as u64 / 4 + 1}
+        }))
+        .into_response();
+    }
     let with_tool = request["tools"].is_array();
     let (input_tokens, output_tokens) = (text.len() as u64 / 4 + 10, text.len() as u64 / 4 + 5);
     if request["stream"] != true {
