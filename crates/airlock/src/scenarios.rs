@@ -36,6 +36,34 @@ pub struct ScenariosBench {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also put each high-stakes call that would go ahead to a model judge: a local
+    /// OpenAI-compatible endpoint that approves after this many milliseconds, reached
+    /// through the model gateway's routes (redaction, budgets, audit). Measures what the
+    /// panel adds; a real model's own time comes on top.
+    #[arg(long)]
+    model_judge_ms: Option<u64>,
+}
+
+/// A local model endpoint in the OpenAI wire format that approves every case.
+async fn fake_judge(delay: Duration) -> anyhow::Result<std::net::SocketAddr> {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            tokio::time::sleep(delay).await;
+            let verdict = json!({"verdict": "approve", "reasons": ["The action matches the intent."]}).to_string();
+            axum::Json(json!({
+                "id": "chatcmpl-judge", "object": "chat.completion", "created": 0, "model": "judge",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": verdict}}],
+                "usage": {"prompt_tokens": 400, "completion_tokens": 20, "total_tokens": 420},
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
 }
 
 /// A domain file.
@@ -214,6 +242,7 @@ struct Driver {
     base: String,
     upstream: Upstream,
     judge_ms: Vec<Duration>,
+    panel_ms: Vec<Duration>,
     decide_ms: Vec<Duration>,
 }
 
@@ -254,7 +283,34 @@ impl Driver {
         domain: &Domain,
         actors: &Actors,
         upstream: std::net::SocketAddr,
+        judge: Option<std::net::SocketAddr>,
     ) -> anyhow::Result<()> {
+        if let Some(judge) = judge {
+            let route = json!({"provider": "openai", "base_url": format!("http://{judge}/v1"), "model": "judge", "api_key": "sk-local-judge"});
+            let body = json!({"routes": [route], "input_cents_per_mtok": 0, "output_cents_per_mtok": 0});
+            let response = self
+                .client
+                .put(format!("{}/v1/model-routes/judge", self.base))
+                .bearer_auth(&actors.admin)
+                .json(&body)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("PUT /v1/model-routes/judge: {}", response.status());
+            }
+            let settings =
+                json!({"judge": {"models": ["judge"], "quorum": 1, "agreement": 1.0, "timeout_ms": 10_000}});
+            let response = self
+                .client
+                .put(format!("{}/v1/flow-settings", self.base))
+                .bearer_auth(&actors.admin)
+                .json(&settings)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("PUT /v1/flow-settings: {}", response.status());
+            }
+        }
         for tool in &domain.tools {
             let body = json!({
                 "name": tool.name,
@@ -314,8 +370,13 @@ impl Driver {
         let action =
             self.expect(&format!("/v1/runs/{}/actions", run.0), &actors.agent, &body, Some(&run.1)).await?;
         self.decide_ms.push(started.elapsed());
-        if let Some(judged) = action.pointer("/judge/ms").unwrap_or(&Value::Null).as_f64() {
-            self.judge_ms.push(Duration::from_secs_f64(judged / 1e3));
+        if let Some(judged) = action.pointer("/judge/ms").and_then(Value::as_f64) {
+            let asked_models =
+                action.pointer("/judge/judges").and_then(Value::as_array).is_some_and(|judges| {
+                    judges.iter().any(|j| j.get("judge").and_then(Value::as_str) == Some("panel"))
+                });
+            let took = Duration::from_secs_f64(judged / 1e3);
+            if asked_models { self.panel_ms.push(took) } else { self.judge_ms.push(took) }
         }
         let fate = match action.pointer("/status").unwrap_or(&Value::Null).as_str() {
             Some("pending_approval") => Fate::Held,
@@ -386,6 +447,10 @@ pub async fn run(args: &ScenariosBench) -> anyhow::Result<()> {
     let domains = load(&args.dir)?;
     let upstream = Upstream::default();
     let upstream_addr = upstream.serve().await?;
+    let judge_addr = match args.model_judge_ms {
+        Some(delay) => Some(fake_judge(Duration::from_millis(delay)).await?),
+        None => None,
+    };
     let bench = BenchServer::start(|config| {
         config.actions_per_run_per_minute = u32::MAX;
         config.approval_ttl = Duration::from_secs(3600);
@@ -397,6 +462,7 @@ pub async fn run(args: &ScenariosBench) -> anyhow::Result<()> {
         base: bench.base.clone(),
         upstream,
         judge_ms: Vec::new(),
+        panel_ms: Vec::new(),
         decide_ms: Vec::new(),
     };
     let operator = Principal::local_operator();
@@ -436,7 +502,7 @@ pub async fn run(args: &ScenariosBench) -> anyhow::Result<()> {
                 .expose()
                 .to_owned(),
         };
-        driver.setup(domain, &actors, upstream_addr).await?;
+        driver.setup(domain, &actors, upstream_addr, judge_addr).await?;
         let side_effects: HashMap<&str, bool> =
             domain.tools.iter().map(|t| (t.name.as_str(), t.side_effects)).collect();
         let tally = tallies.entry(domain.domain.clone()).or_default();
@@ -535,6 +601,7 @@ pub async fn run(args: &ScenariosBench) -> anyhow::Result<()> {
         total.add(tally);
     }
     driver.judge_ms.sort_unstable();
+    driver.panel_ms.sort_unstable();
     driver.decide_ms.sort_unstable();
     let latency = |sorted: &[Duration]| json!({"count": sorted.len(), "p50_ms": ms(percentile(sorted, 50.0)), "p99_ms": ms(percentile(sorted, 99.0)), "max_ms": ms(sorted.last().copied().unwrap_or_default())});
     let summary = |t: &Tally| {
@@ -559,6 +626,8 @@ pub async fn run(args: &ScenariosBench) -> anyhow::Result<()> {
         "domains": tallies.iter().map(|(d, t)| (d.clone(), summary(t))).collect::<serde_json::Map<String, Value>>(),
         "goals": by_goal.iter().map(|(g, (n, stopped))| (g.clone(), json!({"calls": n, "stopped": stopped}))).collect::<serde_json::Map<String, Value>>(),
         "judge_latency": latency(&driver.judge_ms),
+        "model_judge_latency": latency(&driver.panel_ms),
+        "model_judge": args.model_judge_ms,
         "decision_latency": latency(&driver.decide_ms),
         "seconds": elapsed.as_secs_f64(),
         "notable": notable,
@@ -594,8 +663,16 @@ pub async fn run(args: &ScenariosBench) -> anyhow::Result<()> {
     for (goal, (n, stopped)) in &by_goal {
         println!("goal {goal:<16} {stopped} of {n} injected calls stopped");
     }
+    if !driver.panel_ms.is_empty() {
+        println!(
+            "judge with the model panel: {} calls, p50 {:.2} ms, p99 {:.2} ms",
+            driver.panel_ms.len(),
+            ms(percentile(&driver.panel_ms, 50.0)),
+            ms(percentile(&driver.panel_ms, 99.0)),
+        );
+    }
     println!(
-        "judge: {} calls, p50 {:.3} ms, p99 {:.3} ms; whole decision (propose round trip): p50 {:.2} ms, p99 {:.2} ms; {:.1}s in all",
+        "rule judge: {} calls, p50 {:.3} ms, p99 {:.3} ms; whole decision (propose round trip): p50 {:.2} ms, p99 {:.2} ms; {:.1}s in all",
         driver.judge_ms.len(),
         ms(percentile(&driver.judge_ms, 50.0)),
         ms(percentile(&driver.judge_ms, 99.0)),
