@@ -294,7 +294,7 @@ pub fn rule_judge(case: &Case<'_>) -> Judgement {
     Judgement {
         verdict: JudgeVerdict::Approve,
         reasons: vec![format!(
-            "The intent asks for this kind of call, and every sensitive value of `{}` is accounted for.",
+            "The intent asks for this kind of call (`{}`), and no amount exceeds what the user stated.",
             case.tool
         )],
     }
