@@ -183,11 +183,7 @@ async fn ask(
         }
     };
     let Sent { upstream, status, attempts, body: sent_body, .. } = sent;
-    call.attempts = attempts;
-    if let Some(used) = chain.get(upstream) {
-        call.route = Some(used.id.clone());
-        call.upstream_model = used.model.clone();
-    }
+    call.answered_by(&chain, upstream, attempts);
     if !(200..300).contains(&status) {
         call.finish("refused", status, None, 0).await;
         return Err(format!("the provider refused the request (HTTP {status})"));

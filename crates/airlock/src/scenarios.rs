@@ -278,6 +278,15 @@ impl Driver {
         Ok(answer)
     }
 
+    async fn put(&self, path: &str, key: &str, body: &Value) -> anyhow::Result<()> {
+        let response =
+            self.client.put(format!("{}{path}", self.base)).bearer_auth(key).json(body).send().await?;
+        if !response.status().is_success() {
+            bail!("PUT {path}: {}", response.status());
+        }
+        Ok(())
+    }
+
     async fn setup(
         &self,
         domain: &Domain,
@@ -288,28 +297,10 @@ impl Driver {
         if let Some(judge) = judge {
             let route = json!({"provider": "openai", "base_url": format!("http://{judge}/v1"), "model": "judge", "api_key": "sk-local-judge"});
             let body = json!({"routes": [route], "input_cents_per_mtok": 0, "output_cents_per_mtok": 0});
-            let response = self
-                .client
-                .put(format!("{}/v1/model-routes/judge", self.base))
-                .bearer_auth(&actors.admin)
-                .json(&body)
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!("PUT /v1/model-routes/judge: {}", response.status());
-            }
+            self.put("/v1/model-routes/judge", &actors.admin, &body).await?;
             let settings =
                 json!({"judge": {"models": ["judge"], "quorum": 1, "agreement": 1.0, "timeout_ms": 10_000}});
-            let response = self
-                .client
-                .put(format!("{}/v1/flow-settings", self.base))
-                .bearer_auth(&actors.admin)
-                .json(&settings)
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!("PUT /v1/flow-settings: {}", response.status());
-            }
+            self.put("/v1/flow-settings", &actors.admin, &settings).await?;
         }
         for tool in &domain.tools {
             let body = json!({

@@ -141,6 +141,15 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// Notes which route of `chain` answered, after how many attempts.
+    pub(crate) fn answered_by(&mut self, chain: &[Upstream], upstream: usize, attempts: u32) {
+        self.attempts = attempts;
+        if let Some(used) = chain.get(upstream) {
+            self.route = Some(used.id.clone());
+            self.upstream_model = used.model.clone();
+        }
+    }
+
     pub(crate) fn cost(&self, usage: Usage) -> i64 {
         let input = i64::try_from(usage.input_tokens).unwrap_or(i64::MAX);
         let output = i64::try_from(usage.output_tokens).unwrap_or(i64::MAX);
@@ -377,11 +386,7 @@ async fn serve(
         }
     };
     let Sent { upstream, status, attempts, body: sent_body, .. } = sent;
-    call.attempts = attempts;
-    if let Some(used) = chain.get(upstream) {
-        call.route = Some(used.id.clone());
-        call.upstream_model = used.model.clone();
-    }
+    call.answered_by(&chain, upstream, attempts);
     if !(200..300).contains(&status) {
         let bytes = match sent_body {
             SentBody::Complete(bytes) => bytes,
