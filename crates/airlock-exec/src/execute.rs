@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::connector::{BodyMapping, Connector, HttpConnector, HttpMethod};
+use crate::connector::{BodyMapping, Connector, HttpConnector, HttpMethod, McpConnector};
 
 /// How many times one call may be sent, the first included.
 const MAX_ATTEMPTS: u32 = 3;
@@ -59,6 +59,23 @@ pub enum ExecError {
     /// The HTTP client could not be built (for instance, no TLS roots could be loaded).
     #[error("the HTTP client could not be built")]
     Client(#[source] reqwest::Error),
+}
+
+/// An upstream MCP server's tools could not be listed. No variant carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum McpListError {
+    /// The server definition is not usable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The credential cannot be used with the server.
+    #[error("{0}")]
+    Credential(String),
+    /// The server did not answer in time.
+    #[error("the tool server did not answer within {0} ms")]
+    Timeout(u64),
+    /// The server could not be started, reached or listed.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// A credential's secret material, opened by the caller from the tenant's sealed store and
@@ -154,8 +171,8 @@ impl Outcome {
     }
 }
 
-/// Runs tool calls. Cheap to clone: clones share one HTTP client (and its connection pool)
-/// and one cache of OAuth access tokens.
+/// Runs tool calls. Cheap to clone: clones share one HTTP client (and its connection pool),
+/// one cache of OAuth access tokens, and one pool of sessions with upstream MCP servers.
 ///
 /// The token cache is keyed by a digest of the token URL, client id, client secret and scope,
 /// so a cached token is only ever reused by a caller holding that same client secret, which
@@ -165,6 +182,8 @@ impl Outcome {
 pub struct Executor {
     client: reqwest::Client,
     tokens: Arc<Mutex<HashMap<airlock_crypto::Digest, CachedToken>>>,
+    /// Open sessions with upstream MCP servers, one per (tenant, server).
+    mcp: airlock_mcp::client::ClientPool,
 }
 
 struct CachedToken {
@@ -175,7 +194,10 @@ struct CachedToken {
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let cached = self.tokens.lock().unwrap_or_else(PoisonError::into_inner).len();
-        f.debug_struct("Executor").field("cached_tokens", &cached).finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("cached_tokens", &cached)
+            .field("mcp_sessions", &self.mcp.open_sessions())
+            .finish_non_exhaustive()
     }
 }
 
@@ -189,13 +211,37 @@ impl Executor {
             .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ExecError::Client)?;
-        Ok(Self { client, tokens: Arc::default() })
+        Ok(Self { client, tokens: Arc::default(), mcp: airlock_mcp::client::ClientPool::default() })
     }
 
     /// Executes one call. `idempotency_key` is sent in the connector's `idempotency_header`,
-    /// when it has one, on every attempt.
+    /// when it has one, on every attempt. An MCP server gets a session of its own for the call.
     pub async fn execute(
         &self,
+        connector: &Connector,
+        arguments: &Value,
+        credential: Option<&CredentialMaterial>,
+        idempotency_key: &str,
+    ) -> Outcome {
+        self.execute_in(None, connector, arguments, credential, idempotency_key).await
+    }
+
+    /// Executes one call for `tenant`, as [`Executor::execute`], except that an MCP server's
+    /// session is kept open for the tenant's next calls (never shared with another tenant).
+    pub async fn execute_for_tenant(
+        &self,
+        tenant: &str,
+        connector: &Connector,
+        arguments: &Value,
+        credential: Option<&CredentialMaterial>,
+        idempotency_key: &str,
+    ) -> Outcome {
+        self.execute_in(Some(tenant), connector, arguments, credential, idempotency_key).await
+    }
+
+    async fn execute_in(
+        &self,
+        tenant: Option<&str>,
         connector: &Connector,
         arguments: &Value,
         credential: Option<&CredentialMaterial>,
@@ -204,6 +250,7 @@ impl Executor {
         let started = Instant::now();
         let mut outcome = match connector {
             Connector::Http(http) => self.execute_http(http, arguments, credential, idempotency_key).await,
+            Connector::Mcp(mcp) => self.execute_mcp(tenant, mcp, arguments, credential).await,
         };
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         outcome
@@ -272,6 +319,133 @@ impl Executor {
                     return outcome;
                 }
             }
+        }
+    }
+
+    /// Calls a tool of an upstream MCP server, once (an MCP call carries no idempotency key, so
+    /// it is never retried). The credential, a bearer token or an OAuth client whose access
+    /// token is used, goes to a streamable-HTTP server as `Authorization: Bearer` and to a
+    /// stdio server in the environment variable its spec names.
+    async fn execute_mcp(
+        &self,
+        tenant: Option<&str>,
+        mcp: &McpConnector,
+        arguments: &Value,
+        credential: Option<&CredentialMaterial>,
+    ) -> Outcome {
+        use airlock_mcp::client::{McpClientError, UpstreamSpec};
+
+        let timeout = Duration::from_millis(mcp.server.timeout_ms());
+        let mut scrubber = Scrubber::default();
+        let token = match credential {
+            None => None,
+            Some(credential) => match self.mcp_token(credential, timeout, &mut scrubber).await {
+                Ok(token) => Some(token),
+                Err(reason) => return Outcome::failed(scrubber.text(&reason), 0),
+            },
+        };
+        if let (Some(_), UpstreamSpec::Stdio(stdio)) = (&token, &mcp.server)
+            && stdio.credential_env.is_none()
+        {
+            return Outcome::failed(
+                "the tool has a credential but its stdio server names no `credential_env` to pass it in",
+                0,
+            );
+        }
+        let result = match tenant {
+            Some(tenant) => {
+                self.mcp.call_tool(tenant, &mcp.server, token.as_ref(), &mcp.tool, arguments.clone()).await
+            }
+            None => {
+                airlock_mcp::client::call_tool(&mcp.server, token.as_ref(), &mcp.tool, arguments.clone())
+                    .await
+            }
+        };
+        let mut outcome = match result {
+            Ok(output) if !output.is_error => Outcome {
+                status: OutcomeStatus::Succeeded,
+                http_status: None,
+                attempts: 1,
+                output: scrubber.json(output.content),
+                returned_id: None,
+                reason: "the tool server returned a result".into(),
+                duration_ms: 0,
+            },
+            Ok(output) => {
+                let text: String = output
+                    .content
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|block| block.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Outcome {
+                    output: scrubber.json(output.content),
+                    ..Outcome::failed(format!("the tool reported an error: {}", bounded(&text)), 1)
+                }
+            }
+            // The call was sent and no answer came: the upstream may have acted.
+            Err(error @ (McpClientError::Closed | McpClientError::Timeout(_))) => {
+                Outcome { status: OutcomeStatus::Unverified, ..Outcome::failed(error.to_string(), 1) }
+            }
+            Err(error) => Outcome::failed(error.to_string(), 1),
+        };
+        outcome.reason = scrubber.text(&outcome.reason);
+        outcome
+    }
+
+    /// Lists an upstream MCP server's tools, with the credential its tools will use (so a
+    /// server that wants authentication for `tools/list` gets it). The error names no secret.
+    pub async fn list_mcp_tools(
+        &self,
+        server: &airlock_mcp::client::UpstreamSpec,
+        credential: Option<&CredentialMaterial>,
+    ) -> Result<Vec<airlock_mcp::client::ImportedTool>, McpListError> {
+        let timeout = Duration::from_millis(server.timeout_ms());
+        let mut scrubber = Scrubber::default();
+        let token = match credential {
+            None => None,
+            Some(credential) => Some(
+                self.mcp_token(credential, timeout, &mut scrubber)
+                    .await
+                    .map_err(|reason| McpListError::Credential(scrubber.text(&reason)))?,
+            ),
+        };
+        airlock_mcp::client::list_tools(server, token.as_ref()).await.map_err(|e| match e {
+            airlock_mcp::client::McpClientError::Timeout(ms) => McpListError::Timeout(ms),
+            airlock_mcp::client::McpClientError::InvalidSpec(m) => McpListError::Invalid(scrubber.text(&m)),
+            other => McpListError::Upstream(scrubber.text(&other.to_string())),
+        })
+    }
+
+    /// The token an MCP server receives, registered with `scrubber`.
+    async fn mcp_token(
+        &self,
+        credential: &CredentialMaterial,
+        timeout: Duration,
+        scrubber: &mut Scrubber,
+    ) -> Result<SecretString, String> {
+        // Reviewers: the credential's material is opened here for MCP connectors.
+        let material = credential.material.expose_secret();
+        let invalid = || format!("the credential is not a valid `{}` credential", bounded(&credential.kind));
+        match credential.kind.as_str() {
+            "bearer" => {
+                let m: BearerMaterial = serde_json::from_slice(material).map_err(|_| invalid())?;
+                scrubber.add(m.token.expose_secret());
+                Ok(m.token)
+            }
+            "oauth_client_credentials" => {
+                let m: OauthMaterial = serde_json::from_slice(material).map_err(|_| invalid())?;
+                scrubber.add(m.client_secret.expose_secret());
+                let (token, _key) = self.access_token(&m, timeout, scrubber).await?;
+                scrubber.add(token.expose_secret());
+                Ok(token)
+            }
+            other => Err(format!(
+                "credentials of kind `{}` cannot be used with an MCP tool server (use `bearer` or `oauth_client_credentials`)",
+                bounded(other)
+            )),
         }
     }
 

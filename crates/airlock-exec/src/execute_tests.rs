@@ -824,3 +824,113 @@ fn outcome_status_serializes_in_lowercase() {
     assert_eq!(serde_json::to_value(OutcomeStatus::Unverified).unwrap(), json!("unverified"));
     assert_eq!(OutcomeStatus::Succeeded.as_str(), "succeeded");
 }
+
+// ---------------------------------------------------------------------------------------------
+// MCP connectors, against the reference `server-everything` over stdio
+
+/// The everything server's entry point; fails (never skips) when it is not installed.
+fn everything_server() -> String {
+    const INSTALL: &str = "install the reference MCP servers as `.ci/run` does (npm install --prefix \
+         \"$HOME/.cache/airlock/mcp-servers\" @modelcontextprotocol/server-everything@2026.8.31) and export \
+         AIRLOCK_TEST_MCP_SERVERS=\"$HOME/.cache/airlock/mcp-servers/node_modules\"";
+    let root = std::env::var("AIRLOCK_TEST_MCP_SERVERS")
+        .unwrap_or_else(|_| panic!("AIRLOCK_TEST_MCP_SERVERS is not set: {INSTALL}"));
+    let entry = std::path::Path::new(&root).join("@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(entry.is_file(), "{} is missing: {INSTALL}", entry.display());
+    entry.display().to_string()
+}
+
+fn mcp_connector(tool: &str) -> Connector {
+    Connector::parse(&json!({
+        "kind": "mcp", "tool": tool,
+        "server": {"kind": "stdio", "command": "node", "args": [everything_server(), "stdio"],
+                   "credential_env": "UPSTREAM_TOKEN", "timeout_ms": 20000}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_mcp_tool_call_succeeds_with_the_servers_content() {
+    let executor = Executor::new().unwrap();
+    let outcome = executor.execute(&mcp_connector("echo"), &json!({"message": "hi"}), None, "key-1").await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
+    assert_eq!(outcome.output, json!([{"type": "text", "text": "Echo: hi"}]));
+    assert_eq!(outcome.attempts, 1);
+}
+
+#[tokio::test]
+async fn an_mcp_credential_reaches_a_stdio_server_but_never_the_output() {
+    let executor = Executor::new().unwrap();
+    let credential = CredentialMaterial::new(
+        "bearer",
+        SecretBox::new(json!({"token": "mcp-s3cret"}).to_string().into_bytes().into_boxed_slice()),
+    );
+    let outcome = executor.execute(&mcp_connector("get-env"), &json!({}), Some(&credential), "k").await;
+    assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
+    let text = outcome.output.to_string();
+    assert!(text.contains("UPSTREAM_TOKEN"), "the server saw the variable: {text}");
+    assert!(!text.contains("mcp-s3cret"), "{text}");
+    assert!(text.contains(REDACTED), "{text}");
+}
+
+#[tokio::test]
+async fn an_mcp_tool_error_or_unknown_tool_fails_with_a_reason() {
+    let executor = Executor::new().unwrap();
+    let outcome = executor.execute(&mcp_connector("no-such-tool"), &json!({}), None, "k").await;
+    assert_eq!(outcome.status, OutcomeStatus::Failed, "{outcome:?}");
+    assert!(!outcome.reason.is_empty());
+
+    let api_key = CredentialMaterial::new(
+        "api_key_header",
+        SecretBox::new(json!({"header": "x-key", "value": "v"}).to_string().into_bytes().into_boxed_slice()),
+    );
+    let outcome =
+        executor.execute(&mcp_connector("echo"), &json!({"message": "x"}), Some(&api_key), "k").await;
+    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    assert!(outcome.reason.contains("cannot be used with an MCP tool server"), "{}", outcome.reason);
+}
+
+#[tokio::test]
+async fn an_mcp_server_that_dies_or_hangs_mid_call_leaves_the_outcome_unverified() {
+    // Completes the handshake, then exits (`crash`) or never answers (`hang`) on `tools/call`.
+    const SCRIPT: &str = r#"
+const mode = process.argv[1];
+require("readline").createInterface({ input: process.stdin }).on("line", (line) => {
+  const m = JSON.parse(line);
+  if (m.id === undefined) return;
+  const send = (result) => process.stdout.write(JSON.stringify({ jsonrpc: "2.0", id: m.id, result }) + "\n");
+  if (m.method === "initialize") send({ protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: "f", version: "0" } });
+  else if (m.method === "tools/call") { if (mode === "crash") process.exit(3); }
+  else send({});
+});
+"#;
+    let executor = Executor::new().unwrap();
+    for (mode, reason) in
+        [("crash", "the tool server closed the connection"), ("hang", "did not answer within 1000 ms")]
+    {
+        let connector = Connector::parse(&json!({
+            "kind": "mcp", "tool": "anything",
+            "server": {"kind": "stdio", "command": "node", "args": ["-e", SCRIPT, mode], "timeout_ms": 1000}
+        }))
+        .unwrap();
+        let outcome = executor.execute(&connector, &json!({}), None, "k").await;
+        assert_eq!(outcome.status, OutcomeStatus::Unverified, "{mode}: {outcome:?}");
+        assert!(outcome.reason.contains(reason), "{mode}: {}", outcome.reason);
+        assert_eq!(outcome.output, Value::Null);
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_mcp_session_is_kept_for_its_next_calls() {
+    let executor = Executor::new().unwrap();
+    let connector = mcp_connector("echo");
+    for message in ["one", "two"] {
+        let outcome =
+            executor.execute_for_tenant("ten_a", &connector, &json!({"message": message}), None, "k").await;
+        assert_eq!(outcome.status, OutcomeStatus::Succeeded, "{outcome:?}");
+        assert_eq!(outcome.output[0]["text"], format!("Echo: {message}"));
+    }
+    assert_eq!(executor.mcp.open_sessions(), 1);
+    executor.execute_for_tenant("ten_b", &connector, &json!({"message": "x"}), None, "k").await;
+    assert_eq!(executor.mcp.open_sessions(), 2, "one session per tenant");
+}

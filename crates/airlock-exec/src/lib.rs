@@ -9,5 +9,5 @@
 pub mod connector;
 pub mod execute;
 
-pub use connector::{Connector, ConnectorError, HttpConnector, HttpMethod};
-pub use execute::{CredentialMaterial, ExecError, Executor, Outcome, OutcomeStatus};
+pub use connector::{Connector, ConnectorError, HttpConnector, HttpMethod, McpConnector};
+pub use execute::{CredentialMaterial, ExecError, Executor, McpListError, Outcome, OutcomeStatus};

@@ -112,6 +112,8 @@ pub async fn shutdown_signal() {
 }
 
 fn assemble(routes: Router<AppState>, state: AppState) -> Router {
+    // The MCP endpoint is a protocol of its own, outside the OpenAPI document.
+    let routes = routes.route("/mcp", crate::mcp::route(&state));
     let config = state.config();
     let mut security_headers = vec![
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

@@ -35,6 +35,36 @@ pub struct GuardSettings {
     pub flow: FlowSettings,
     /// The model judges, if any.
     pub judge: JudgeSettings,
+    /// How the MCP endpoint answers a call that needs approval.
+    pub mcp: McpSettings,
+}
+
+/// What an MCP `tools/call` does when its action needs approval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpApprovals {
+    /// Answer at once: a result saying the action is pending, with the approval's id.
+    #[default]
+    Return,
+    /// Hold the call (with progress notifications) until the action is decided, up to
+    /// `wait_secs`; then answer as `return` does.
+    Wait,
+}
+
+/// The MCP endpoint's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpSettings {
+    /// `return` (default) or `wait`.
+    pub approvals: McpApprovals,
+    /// With `wait`: the longest a call is held, in seconds.
+    pub wait_secs: u64,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self { approvals: McpApprovals::Return, wait_secs: 60 }
+    }
 }
 
 /// The model panel of the critical judge.
@@ -78,6 +108,9 @@ impl GuardSettings {
         }
         if !(100..=60_000).contains(&judge.timeout_ms) {
             problems.push("judge.timeout_ms: between 100 and 60000".to_owned());
+        }
+        if !(1..=600).contains(&settings.mcp.wait_secs) {
+            problems.push("mcp.wait_secs: between 1 and 600".to_owned());
         }
         if problems.is_empty() { Ok(settings) } else { Err(problems.join("; ")) }
     }
@@ -236,6 +269,16 @@ pub struct Assessment {
     pub settings: GuardSettings,
 }
 
+/// The tenant's flow settings document, or the defaults.
+pub async fn settings(state: &AppState, scope: &TenantScope) -> Result<GuardSettings, ApiError> {
+    Ok(match state.store().flow_settings(scope).await? {
+        Some(version) => GuardSettings::parse(&version.text).map_err(|e| {
+            ApiError::internal(&std::io::Error::other(format!("the stored flow settings: {e}")))
+        })?,
+        None => GuardSettings::default(),
+    })
+}
+
 /// Assesses a proposed call against everything the run has seen.
 pub async fn assess(
     state: &AppState,
@@ -245,12 +288,13 @@ pub async fn assess(
     arguments: &Value,
 ) -> Result<Assessment, ApiError> {
     let store = state.store();
-    let settings = match store.flow_settings(scope).await? {
-        Some(version) => GuardSettings::parse(&version.text).map_err(|e| {
-            ApiError::internal(&std::io::Error::other(format!("the stored flow settings: {e}")))
-        })?,
-        None => GuardSettings::default(),
-    };
+    let settings = settings(state, scope).await?;
+    if sensitive.is_empty() {
+        // Nothing to trace: the call has no value the flow rules judge.
+        let facts = FlowFacts::default();
+        let verdict = flow::verdict(&facts, &settings.flow);
+        return Ok(Assessment { facts, verdict, settings });
+    }
     let outputs = store.run_outputs(scope, &run.id).await?;
     let tools: HashMap<String, Tool> =
         store.list_tools(scope).await?.into_iter().map(|t| (t.name.to_string(), t)).collect();

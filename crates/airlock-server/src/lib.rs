@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod extract;
 pub mod flow_guard;
+pub mod mcp;
 pub mod metrics;
 pub mod problem;
 pub mod ratelimit;

@@ -8,7 +8,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::routes::{
-    admin, approvals, audit, flow, gateway, health, identity, inspect, models, runs, sessions, tools,
+    admin, approvals, audit, flow, gateway, health, identity, inspect, models, runs, sessions, tool_servers,
+    tools,
 };
 use crate::state::AppState;
 
@@ -86,6 +87,7 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tools::put_credential))
         .routes(routes!(tools::get_policies, tools::put_policies))
         .routes(routes!(tools::policy_schema))
+        .routes(routes!(tool_servers::import_tool_server))
         .routes(routes!(inspect::get_profile, inspect::put_profile))
         .routes(routes!(inspect::inspect))
         .routes(routes!(inspect::restore_tokens))

@@ -222,6 +222,12 @@ impl ApiError {
         self.kind
     }
 
+    /// The caller-facing detail.
+    #[must_use]
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// 401: no valid credential. Every cause gets the same answer.
     #[must_use]
     pub fn unauthenticated() -> Self {
@@ -320,6 +326,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Marks an error response that already speaks its protocol's error format (JSON-RPC
+/// errors of the MCP endpoint), which [`normalise`] leaves as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Verbatim;
+
 /// Marks a response built from an [`ApiError`], so [`normalise`] can tell it from a bare
 /// framework error.
 #[derive(Debug, Clone, Copy)]
@@ -334,6 +345,9 @@ const MAX_PROBLEM_BODY: usize = 64 * 1024;
 pub async fn normalise(request_id: Option<String>, response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    if response.extensions().get::<Verbatim>().is_some() {
         return response;
     }
     let (mut parts, body) = response.into_parts();

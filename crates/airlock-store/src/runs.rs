@@ -574,4 +574,25 @@ impl Store {
         let material = dek.open(Context { table: "credentials", column: "sealed", row: &id }, &sealed)?;
         Ok(Some((row.try_get("kind")?, material)))
     }
+
+    /// Opens a credential by name for the executor, to list an upstream MCP server's tools
+    /// while importing them; like [`Self::open_credential_for_executor`], the secret goes
+    /// straight to the executor and is never returned, logged or recorded.
+    pub async fn open_credential_by_name_for_executor(
+        &self,
+        scope: &TenantScope,
+        name: &ToolName,
+    ) -> Result<Option<(String, SecretBox<[u8]>)>, StoreError> {
+        let db = self.tenant_db(scope).await?;
+        let row = sqlx::query("SELECT id, kind, sealed FROM credentials WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(db.database().pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let id: String = row.try_get("id")?;
+        let sealed: Vec<u8> = row.try_get("sealed")?;
+        let dek = self.dek(scope.tenant_id()).await?;
+        let material = dek.open(Context { table: "credentials", column: "sealed", row: &id }, &sealed)?;
+        Ok(Some((row.try_get("kind")?, material)))
+    }
 }

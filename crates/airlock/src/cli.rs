@@ -57,6 +57,8 @@ enum Command {
     /// Measure Airlock end to end.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Bridge a local agent that speaks MCP over stdio to a remote Airlock's `/mcp` endpoint.
+    McpStdio(crate::mcp_stdio::McpStdioArgs),
     /// Redact, restore and scan text on standard input, as the gateway would: no server,
     /// configuration or data directory.
     #[command(subcommand)]
@@ -358,6 +360,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             verify(file, keys, checkpoint.as_deref())
         }
         Command::Inspect(command) => crate::inspect::run(command),
+        Command::McpStdio(args) => crate::mcp_stdio::run(args).await,
         Command::Tenant(TenantCommand::VerifyExport { file, keys }) => {
             crate::export::verify(file, &read_keys(keys)?)
         }

@@ -20,6 +20,7 @@ mod duration;
 mod export;
 mod inspect;
 mod keys;
+mod mcp_stdio;
 mod scenarios;
 
 use std::process::ExitCode;

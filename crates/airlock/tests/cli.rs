@@ -1128,3 +1128,52 @@ fn the_scenario_suite_stops_every_injected_call_and_lets_most_tasks_run_alone() 
         assert!(report["domains"][domain]["tasks"].as_u64().unwrap() >= 10, "{domain}");
     }
 }
+
+/// A local agent speaking MCP over stdio (the official Python SDK's stdio client) reaches a
+/// running Airlock through `airlock mcp-stdio`: it lists the run's tools and calls one, and
+/// the result comes back as untrusted data.
+#[test]
+fn a_local_agent_reaches_airlock_over_stdio_through_mcp_stdio() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let server = Server::start(data);
+    ok_json(
+        data,
+        &["user", "create", "--tenant", "default", "--email", "ops@example.com", "--role", "admin"],
+    );
+    let admin = ok_json(data, &["key", "create", "--tenant", "default", "--user", "ops@example.com"]);
+    let agent = ok_json(data, &["key", "create", "--tenant", "default", "--agent", "bot", "--create-agent"]);
+    let client = reqwest::blocking::Client::new();
+    // A read-only tool whose upstream is Airlock's own health check.
+    let tool = serde_json::json!({
+        "name": "health.check", "description": "Is Airlock up?", "tier": "read", "side_effects": false,
+        "input_schema": {"type": "object", "properties": {}, "additionalProperties": false},
+        "connector": {"kind": "http", "method": "GET", "url": format!("{}/healthz", server.base), "body": "none"},
+    });
+    let created = client
+        .post(format!("{}/v1/tools", server.base))
+        .bearer_auth(admin["secret"].as_str().unwrap())
+        .json(&tool)
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/mcp_stdio_client.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args([
+            env!("CARGO_BIN_EXE_airlock"),
+            &format!("{}/mcp", server.base),
+            "Check that Airlock is healthy",
+            "health.check",
+            "{}",
+        ])
+        .env("AIRLOCK_API_KEY", agent["secret"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["tools"], serde_json::json!(["health.check"]), "{report}");
+    assert_eq!(report["is_error"], false, "{report}");
+    assert!(report["content"].to_string().contains("untrusted_data"), "{report}");
+}

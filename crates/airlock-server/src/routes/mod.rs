@@ -12,5 +12,6 @@ pub mod inspect;
 pub mod models;
 pub mod runs;
 pub mod sessions;
+pub mod tool_servers;
 pub mod tools;
 pub mod views;

@@ -16,7 +16,9 @@ use airlock_policy::{
     ActionContext, ArgumentSchema, PrincipalFacts, PrincipalKind, RiskTier, RunFacts, TenantPolicies,
     ToolFacts, Verdict,
 };
-use airlock_store::{Action, ApprovalRequest, LeaseError, NewAction, NewRun, Run, StoreError, TenantScope};
+use airlock_store::{
+    Action, ApprovalRequest, LeaseError, NewAction, NewRun, OpenedRun, Run, StoreError, TenantScope,
+};
 use airlock_types::{ActionId, Role, RunId, Timestamp, ToolName};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -129,6 +131,16 @@ pub async fn open_run(
     caller: Caller,
     Json(body): Json<OpenRun>,
 ) -> ApiResult<(StatusCode, axum::Json<OpenedRunView>)> {
+    let opened = open(&state, &caller, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(OpenedRunView { lease: opened.lease.expose().to_owned(), run: opened.run.into() }),
+    ))
+}
+
+/// Opens a run for `caller` (REST `POST /v1/runs`, and MCP sessions): every check, then the
+/// store.
+pub(crate) async fn open(state: &AppState, caller: &Caller, body: OpenRun) -> ApiResult<OpenedRun> {
     let scope = caller.scope()?;
     if !caller.0.roles().is_empty() {
         caller.require_any(&[Role::Member, Role::Builder, Role::Admin])?;
@@ -168,7 +180,7 @@ pub async fn open_run(
     if ttl == 0 || ttl > MAX_TTL_SECS {
         return Err(invalid(format!("`ttl_secs` must be between 1 and {MAX_TTL_SECS}")));
     }
-    let opened = state
+    Ok(state
         .store()
         .open_run(
             &scope,
@@ -182,11 +194,7 @@ pub async fn open_run(
                 ttl: std::time::Duration::from_secs(ttl),
             },
         )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(OpenedRunView { lease: opened.lease.expose().to_owned(), run: opened.run.into() }),
-    ))
+        .await?)
 }
 
 pub(crate) fn may_read_run(caller: &Caller, run: &Run) -> bool {
@@ -243,6 +251,16 @@ pub async fn complete_run(
 
 async fn lease(state: &AppState, scope: &TenantScope, headers: &HeaderMap, run: &RunId) -> ApiResult<Run> {
     let presented = headers.get(LEASE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    run_with_lease(state, scope, run, presented).await
+}
+
+/// The run, if `presented` is its lease and the lease is still good.
+pub(crate) async fn run_with_lease(
+    state: &AppState,
+    scope: &TenantScope,
+    run: &RunId,
+    presented: &str,
+) -> ApiResult<Run> {
     state.store().run_for_lease(scope, run, presented).await.map_err(|e| {
         let detail = match e {
             LeaseError::Invalid => format!("present this run's lease in `{LEASE_HEADER}`"),
@@ -398,14 +416,29 @@ pub async fn propose(
 ) -> ApiResult<(StatusCode, axum::Json<ActionView>)> {
     let scope = caller.scope()?;
     let run = lease(&state, &scope, &headers, &run_id).await?;
+    let (status, view) = propose_in_run(&state, &scope, &caller, &run, body).await?;
+    Ok((status, axum::Json(view)))
+}
+
+/// The decision pipeline for an action proposed in `run`, whose lease the caller has shown
+/// (REST and MCP `tools/call` alike): kill switches, the rate limit, idempotency, the lease's
+/// tools, the schema, the flow rules, policy, the judge, approval, and execution. `201` for a
+/// decided action, `200` for the replay of an idempotency key.
+pub(crate) async fn propose_in_run(
+    state: &AppState,
+    scope: &TenantScope,
+    caller: &Caller,
+    run: &Run,
+    body: ProposeAction,
+) -> ApiResult<(StatusCode, ActionView)> {
     let store = state.store();
-    if let Some(reason) = store.stopped(&scope, Some(&run), &run.principal_id).await? {
+    if let Some(reason) = store.stopped(scope, Some(run), &run.principal_id).await? {
         return Err(ApiError::forbidden(reason));
     }
     if let Err(wait) = state.limits().actions_by_run.spend(run.id.as_str()) {
         let mut metadata = Map::new();
         metadata.insert("limit_per_minute".into(), Value::from(state.config().actions_per_run_per_minute));
-        store.record(&scope, "action.rate_limited", &[("run", run.id.as_str())], metadata).await?;
+        store.record(scope, "action.rate_limited", &[("run", run.id.as_str())], metadata).await?;
         return Err(ApiError::rate_limited(wait));
     }
 
@@ -419,11 +452,11 @@ pub async fn propose(
         return Err(invalid("`arguments` must be a JSON object"));
     }
     let digest = digest_hex(&body.arguments)?;
-    if let Some(existing) = store.action_by_key(&scope, &run.id, &body.idempotency_key).await? {
+    if let Some(existing) = store.action_by_key(scope, &run.id, &body.idempotency_key).await? {
         // A replay is the same tool with the same arguments; anything else under the key is a
         // conflict, never the first action's outcome.
         if existing.tool == body.tool && existing.arguments_digest == digest {
-            return Ok((StatusCode::OK, axum::Json(action_view(existing))));
+            return Ok((StatusCode::OK, action_view(existing)));
         }
         return Err(ApiError::new(
             ProblemType::Conflict,
@@ -437,7 +470,7 @@ pub async fn propose(
     if !run.tools.iter().any(|t| t == name.as_str()) {
         return Err(absent());
     }
-    let tool = match store.get_tool(&scope, &name).await {
+    let tool = match store.get_tool(scope, &name).await {
         Ok(tool) => tool,
         Err(StoreError::NotFound { .. }) => return Err(absent()),
         Err(e) => return Err(e.into()),
@@ -465,16 +498,16 @@ pub async fn propose(
             violations.iter().map(|v| format!("argument `{}`: {}", v.pointer, v.message)).collect();
         let action =
             record("denied", json!({"verdict": "deny", "step": "schema", "reasons": reasons}), 0).await?;
-        return Ok((StatusCode::CREATED, axum::Json(action_view(action))));
+        return Ok((StatusCode::CREATED, action_view(action)));
     }
 
     // Where the sensitive values came from: the flow rules (see `flow_guard`).
     let tier = RiskTier::parse(&tool.tier).unwrap_or(RiskTier::Destructive);
     let assessment =
-        flow_guard::assess(&state, &scope, &run, schema.sensitive_arguments(), &body.arguments).await?;
+        flow_guard::assess(state, scope, run, schema.sensitive_arguments(), &body.arguments).await?;
 
     // Policy, failing closed when the tenant's policy cannot be read.
-    let policies = match store.current_policies(&scope).await? {
+    let policies = match store.current_policies(scope).await? {
         Some(version) => TenantPolicies::parse(&version.text).ok(),
         None => Some(TenantPolicies::empty()),
     };
@@ -548,7 +581,7 @@ pub async fn propose(
             arguments: &body.arguments,
             flow: &assessment.facts,
         };
-        let outcome = flow_guard::judge(&state, &scope, &case, &assessment.settings.judge, ask_models).await;
+        let outcome = flow_guard::judge(state, scope, &case, &assessment.settings.judge, ask_models).await;
         state.metrics().judge_seconds.observe(outcome.elapsed.as_secs_f64());
         let verdict = outcome.judgement.verdict;
         decision
@@ -594,7 +627,7 @@ pub async fn propose(
     match decision.verdict {
         Verdict::Deny => {
             let action = record("denied", decision_json, 0).await?;
-            return Ok((StatusCode::CREATED, axum::Json(action_view(action))));
+            return Ok((StatusCode::CREATED, action_view(action)));
         }
         Verdict::RequireApproval { approvers } => {
             let mut pending = new("pending_approval", decision_json, 0);
@@ -605,8 +638,8 @@ pub async fn propose(
                 requester: run.principal_id.clone(),
                 on_behalf_of: run.on_behalf_of.clone(),
             });
-            let action = store.record_action(&scope, &run.id, pending).await?;
-            let view = full_view(&state, &scope, action).await?;
+            let action = store.record_action(scope, &run.id, pending).await?;
+            let view = full_view(state, scope, action).await?;
             if let (Some((url, secret)), Some(approval)) = (&state.config().approval_webhook, &view.approval)
             {
                 crate::webhook::announce(
@@ -624,7 +657,7 @@ pub async fn propose(
                     }),
                 );
             }
-            return Ok((StatusCode::CREATED, axum::Json(view)));
+            return Ok((StatusCode::CREATED, view));
         }
         Verdict::Permit => {}
     }
@@ -636,13 +669,13 @@ pub async fn propose(
         Err(StoreError::Invalid(reason)) => {
             let denied = json!({"verdict": "deny", "step": "budget", "reasons": [reason]});
             let action = record("denied", denied, 0).await?;
-            return Ok((StatusCode::CREATED, axum::Json(action_view(action))));
+            return Ok((StatusCode::CREATED, action_view(action)));
         }
         Err(StoreError::Conflict { .. }) => {
-            let first = store.action_by_key(&scope, &run.id, &body.idempotency_key).await?;
+            let first = store.action_by_key(scope, &run.id, &body.idempotency_key).await?;
             return match first {
                 Some(first) if first.tool == body.tool && first.arguments_digest == digest => {
-                    Ok((StatusCode::OK, axum::Json(action_view(first))))
+                    Ok((StatusCode::OK, action_view(first)))
                 }
                 _ => Err(ApiError::new(
                     ProblemType::Conflict,
@@ -652,8 +685,8 @@ pub async fn propose(
         }
         Err(e) => return Err(e.into()),
     };
-    let executed = execute(&state, &scope, &run, &tool, action).await?;
-    Ok((StatusCode::CREATED, axum::Json(action_view(executed))))
+    let executed = execute(state, scope, run, &tool, action).await?;
+    Ok((StatusCode::CREATED, action_view(executed)))
 }
 
 /// The digest an approval is bound to: SHA-256 of the canonical `{tool, arguments}`.
@@ -681,7 +714,13 @@ pub(crate) async fn execute(
         .map(|(kind, material)| CredentialMaterial::new(&kind, material));
     let outcome = state
         .executor()
-        .execute(&connector, &action.arguments, credential.as_ref(), action.id.as_str())
+        .execute_for_tenant(
+            scope.tenant_id().as_str(),
+            &connector,
+            &action.arguments,
+            credential.as_ref(),
+            action.id.as_str(),
+        )
         .await;
     let status = match outcome.status {
         OutcomeStatus::Succeeded => "succeeded",
