@@ -187,6 +187,9 @@ pub struct EndpointConfig {
     pub server_version: String,
     /// Instructions for the agent, given in `initialize`.
     pub instructions: Option<String>,
+    /// Most sessions held at once; a new one beyond gets 503. Idle sessions close after
+    /// five minutes, so with this the endpoint's memory is bounded.
+    pub max_sessions: usize,
 }
 
 /// The `/mcp` endpoint for `backend`, as a method router to mount behind authentication.
@@ -196,6 +199,8 @@ pub fn endpoint<B: Backend, S: Clone + Send + Sync + 'static>(
 ) -> axum::routing::MethodRouter<S> {
     let origin = Origins::from_public_url(&config.public_url);
     let limit = config.max_body_bytes;
+    let max_sessions = config.max_sessions.max(1);
+    let sessions = Arc::new(LocalSessionManager::default());
     let info = Arc::new(config);
     // rmcp's own Host check is replaced by ours (the public host besides loopback); its body
     // limit stays as a second bound.
@@ -207,13 +212,14 @@ pub fn endpoint<B: Backend, S: Clone + Send + Sync + 'static>(
         move || {
             Ok(Handler { backend: Arc::clone(&backend), info: Arc::clone(&info), session: OnceLock::new() })
         },
-        Arc::new(LocalSessionManager::default()),
+        Arc::clone(&sessions),
         rmcp_config,
     );
     let origin = Arc::new(origin);
     let owners = Owners::default();
     axum::routing::any(move |request: Request| {
-        let (service, origin, owners) = (service.clone(), Arc::clone(&origin), owners.clone());
+        let (service, origin, owners, sessions) =
+            (service.clone(), Arc::clone(&origin), owners.clone(), Arc::clone(&sessions));
         async move {
             if let Err(header) = origin.check(request.headers()) {
                 return plain(StatusCode::FORBIDDEN, format!("the `{header}` header is not allowed"));
@@ -230,13 +236,29 @@ pub fn endpoint<B: Backend, S: Clone + Send + Sync + 'static>(
                 return plain(StatusCode::NOT_FOUND, "no such session".to_owned());
             }
             let method = request.method().clone();
+            if session.is_none() && method == Method::POST {
+                let held = sessions.sessions.read().await.len();
+                if held >= max_sessions {
+                    return plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the server holds {held} MCP sessions, its most; try again later"),
+                    );
+                }
+            }
             let request = match checked_body(request, limit).await {
                 Ok(request) => request,
                 Err(refusal) => return *refusal,
             };
             let response = service.handle(request).await.into_response();
             match (&session, response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
-                (None, Some(opened)) => owners.insert(opened, key),
+                (None, Some(opened)) => {
+                    owners.insert(opened, key);
+                    // Sessions that closed while idle leave their owner behind: drop those.
+                    if owners.len() > max_sessions {
+                        let live = sessions.sessions.read().await;
+                        owners.retain(|id| live.keys().any(|k| k.as_ref() == id));
+                    }
+                }
                 (Some(id), _) if method == Method::DELETE && response.status().is_success() => {
                     owners.remove(id)
                 }
@@ -266,6 +288,14 @@ impl Owners {
 
     fn insert(&self, session: &str, principal: String) {
         self.lock().insert(session.to_owned(), principal);
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|id, _| keep(id));
     }
 
     fn remove(&self, session: &str) {

@@ -55,6 +55,9 @@ pub struct RawConfig {
     /// Tenants' lifecycle.
     #[serde(default)]
     pub tenants: RawTenants,
+    /// The MCP endpoint.
+    #[serde(default)]
+    pub mcp: RawMcp,
     /// The audit log.
     #[serde(default)]
     pub audit: RawAudit,
@@ -162,6 +165,15 @@ pub struct RawKeyProvider {
     /// Seconds unwrapped data keys stay in memory before being unwrapped again: the longest a
     /// revoked key keeps working. Default 60.
     pub cache_ttl_secs: Option<u64>,
+}
+
+/// The MCP endpoint, as read.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    /// Most MCP sessions held at once (about 90 KiB each; idle ones close after five
+    /// minutes). Default 10000.
+    pub max_sessions: Option<usize>,
 }
 
 /// Tenants' lifecycle, as read.
@@ -373,6 +385,8 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     /// Whether deleting a tenant takes a second operator.
     pub deletion_requires_second_operator: bool,
+    /// Most MCP sessions held at once.
+    pub mcp_max_sessions: usize,
     /// Entries between signed checkpoints.
     pub checkpoint_every: u64,
     /// Longest time between signed checkpoints while the log grows.
@@ -781,6 +795,7 @@ impl RawConfig {
                 .tenants
                 .deletion_requires_second_operator
                 .unwrap_or(false),
+            mcp_max_sessions: self.mcp.max_sessions.unwrap_or(10_000).max(1),
             checkpoint_every,
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
             approval_ttl: Duration::from_secs(approval_ttl),

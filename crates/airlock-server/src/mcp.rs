@@ -49,6 +49,7 @@ pub fn route(state: &AppState) -> axum::routing::MethodRouter<AppState> {
         EndpointConfig {
             public_url: config.public_url.clone(),
             max_body_bytes: config.body_limit_bytes,
+            max_sessions: config.mcp_max_sessions,
             server_name: "airlock".to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             instructions: Some(
@@ -80,6 +81,14 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         // The SDK's only 404: a session it does not hold (ended, or another instance's).
         return ApiError::not_found("no such MCP session: send `initialize` to start a new one")
             .into_response();
+    }
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        // The endpoint's only 503: it holds as many sessions as it may.
+        return ApiError::new(
+            ProblemType::Unavailable,
+            "the server holds as many MCP sessions as it may (`mcp.max_sessions`); try again later",
+        )
+        .into_response();
     }
     // JSON-RPC errors are the protocol's answer, not to be rewritten as problem details.
     let is_json = response

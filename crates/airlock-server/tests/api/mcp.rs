@@ -328,3 +328,17 @@ async fn a_denied_call_is_an_error_result_and_a_held_call_waits_at_most_wait_sec
     );
     assert!(world.upstream.requests_to("/pay").is_empty(), "nothing ran without approval");
 }
+
+#[tokio::test]
+async fn sessions_beyond_the_configured_most_are_refused_and_held_ones_keep_working() {
+    let world = World::spawn_with(|c| c.mcp_max_sessions = 2).await;
+    world.upstream.on("/lookup", Behaviour::json(200, json!({"ticket": 7})));
+    world.register(&tool("lookup", "read", post(&world.upstream, "/lookup"))).await;
+    let first = initialize(&world).await;
+    let _second = initialize(&world).await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let refused = send(&world, Some(world.agent_key()), None, body.to_string()).await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(refused.text.contains("MCP sessions"), "{}", refused.text);
+    assert_eq!(tool_names(&world, &first).await, ["lookup"]);
+}
