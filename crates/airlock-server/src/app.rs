@@ -61,6 +61,14 @@ impl Application {
     /// in-flight requests finish for the configured grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let grace = self.state.config().shutdown_grace;
+        let refresh = self.state.config().mcp_refresh;
+        // Aborted when `run` returns (or is dropped), so it never outlives the server.
+        let refresher = (!refresh.is_zero()).then(|| {
+            AbortOnDrop(tokio::spawn(crate::routes::tool_servers::refresh_periodically(
+                self.state.clone(),
+                refresh,
+            )))
+        });
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
@@ -81,9 +89,19 @@ impl Application {
             result = serve => result.context("the HTTP server failed")?,
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections"),
         }
+        drop(refresher);
         self.state.store().close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// A background task that stops when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

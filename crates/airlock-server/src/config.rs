@@ -174,6 +174,10 @@ pub struct RawMcp {
     /// Most MCP sessions held at once (about 90 KiB each; idle ones close after five
     /// minutes). Default 10000.
     pub max_sessions: Option<usize>,
+    /// Seconds between automatic refreshes of imported tools from their upstream MCP servers
+    /// (changed descriptions and schemas applied, the builder's settings kept). Default 300;
+    /// 0 disables.
+    pub refresh_secs: Option<u64>,
 }
 
 /// Tenants' lifecycle, as read.
@@ -387,6 +391,8 @@ pub struct Config {
     pub deletion_requires_second_operator: bool,
     /// Most MCP sessions held at once.
     pub mcp_max_sessions: usize,
+    /// Time between automatic refreshes of imported tools; zero disables them.
+    pub mcp_refresh: Duration,
     /// Entries between signed checkpoints.
     pub checkpoint_every: u64,
     /// Longest time between signed checkpoints while the log grows.
@@ -796,6 +802,7 @@ impl RawConfig {
                 .deletion_requires_second_operator
                 .unwrap_or(false),
             mcp_max_sessions: self.mcp.max_sessions.unwrap_or(10_000).max(1),
+            mcp_refresh: Duration::from_secs(self.mcp.refresh_secs.unwrap_or(300)),
             checkpoint_every,
             checkpoint_interval: Duration::from_secs(checkpoint_interval),
             approval_ttl: Duration::from_secs(approval_ttl),

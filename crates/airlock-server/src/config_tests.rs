@@ -266,3 +266,13 @@ fn previous_key_providers_are_read_from_the_file() {
         airlock_vault::ProviderSpec::File { path: "/etc/airlock/kek-2025.key".into() }
     );
 }
+
+#[test]
+fn imported_tools_are_refreshed_every_five_minutes_unless_disabled() {
+    let config = load_env(&[]).unwrap().validate().unwrap();
+    assert_eq!(config.mcp_refresh, Duration::from_secs(300));
+    let off = load_env(&[("AIRLOCK_MCP__REFRESH_SECS", "0")]).unwrap().validate().unwrap();
+    assert_eq!(off.mcp_refresh, Duration::ZERO, "0 disables the refresh");
+    let often = load_env(&[("AIRLOCK_MCP__REFRESH_SECS", "5")]).unwrap().validate().unwrap();
+    assert_eq!(often.mcp_refresh, Duration::from_secs(5));
+}

@@ -88,6 +88,7 @@ pub(crate) fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenA
         .routes(routes!(tools::get_policies, tools::put_policies))
         .routes(routes!(tools::policy_schema))
         .routes(routes!(tool_servers::import_tool_server))
+        .routes(routes!(tool_servers::refresh))
         .routes(routes!(inspect::get_profile, inspect::put_profile))
         .routes(routes!(inspect::inspect))
         .routes(routes!(inspect::restore_tokens))

@@ -4,23 +4,28 @@
 //! input schema (compiled like any other: unknown arguments rejected), the tier and
 //! classification the builder chose, and an MCP connector. Importing again refreshes what the
 //! upstream changed (description, schema, connector) and keeps what the builder adjusted since
-//! (tier, classification, side effects, costs, credential). The server's credential, when it
-//! needs one, is opened for the executor only. Registration goes through the
-//! store's `create_tool`/`update_tool`, so it is audited like a tool registered by hand.
+//! (tier, classification, side effects, costs, credential). A refresh (on request, and every
+//! `mcp.refresh_secs` in the background) does the same for every imported tool without adding
+//! new ones. The server's credential, when it needs one, is opened for the executor only.
+//! Registration goes through the store's `create_tool`/`update_tool`, so it is audited like a
+//! tool registered by hand.
+
+use std::collections::BTreeMap;
 
 use airlock_exec::{Connector, CredentialMaterial, McpListError};
-use airlock_mcp::client::UpstreamSpec;
+use airlock_mcp::client::{ImportedTool, UpstreamSpec};
 use airlock_policy::{ArgumentSchema, RiskTier};
-use airlock_store::{StoreError, ToolSpec};
+use airlock_store::{Principal, StoreError, TenantScope, Tool, ToolSpec};
 use airlock_types::{Role, ToolName};
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::extract::Json;
-use crate::problem::{ApiError, Problem, ProblemType};
+use crate::problem::{ApiError, Problem, ProblemType, error_chain};
 use crate::state::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -162,10 +167,8 @@ pub async fn import_tool_server(
             report.refused.push(refuse("its name does not make a valid Airlock tool name".into()));
             continue;
         };
-        let schema = match as_2020_12(tool.input_schema.clone()).and_then(|schema| {
-            ArgumentSchema::compile(&schema).map_err(|e| format!("its input schema does not compile: {e}"))
-        }) {
-            Ok(schema) => schema,
+        let (description, input_schema) = match upstream_definition(&tool) {
+            Ok(definition) => definition,
             Err(reason) => {
                 report.refused.push(refuse(reason));
                 continue;
@@ -179,14 +182,6 @@ pub async fn import_tool_server(
                 continue;
             }
         };
-        let description: String = tool
-            .description
-            .clone()
-            .unwrap_or_else(|| format!("`{}` of an MCP tool server", tool.name))
-            .chars()
-            .take(MAX_DESCRIPTION)
-            .collect();
-        let input_schema = schema.as_json().clone();
         match store.get_tool(&scope, &name).await {
             Ok(existing) => {
                 if existing.description == description
@@ -196,26 +191,7 @@ pub async fn import_tool_server(
                     report.unchanged.push(name.to_string());
                     continue;
                 }
-                // The upstream's part changes; the builder's adjustments stay.
-                let credential = existing
-                    .credential
-                    .as_deref()
-                    .map(ToolName::parse)
-                    .transpose()
-                    .map_err(|e| ApiError::internal(&e))?;
-                let spec = ToolSpec {
-                    description,
-                    input_schema,
-                    tier: existing.tier,
-                    side_effects: existing.side_effects,
-                    classification: existing.classification,
-                    trusted_source: existing.trusted_source,
-                    cost_cents: existing.cost_cents,
-                    daily_cost_ceiling_cents: existing.daily_cost_ceiling_cents,
-                    connector,
-                    credential,
-                };
-                store.update_tool(&scope, &name, spec).await?;
+                update_upstream_part(&state, &scope, existing, description, input_schema, connector).await?;
                 report.updated.push(name.to_string());
             }
             Err(StoreError::NotFound { .. }) => {
@@ -245,6 +221,215 @@ pub async fn import_tool_server(
         }
     }
     Ok(axum::Json(report))
+}
+
+/// The description and compiled input schema Airlock registers for an upstream tool, or why
+/// it cannot.
+fn upstream_definition(tool: &ImportedTool) -> Result<(String, Value), String> {
+    let schema = as_2020_12(tool.input_schema.clone()).and_then(|schema| {
+        ArgumentSchema::compile(&schema).map_err(|e| format!("its input schema does not compile: {e}"))
+    })?;
+    let description: String = tool
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("`{}` of an MCP tool server", tool.name))
+        .chars()
+        .take(MAX_DESCRIPTION)
+        .collect();
+    Ok((description, schema.as_json().clone()))
+}
+
+/// Replaces the upstream's part of `existing` (description, schema, connector) and keeps the
+/// builder's adjustments (tier, classification, side effects, costs, credential). Through the
+/// store's `update_tool`, so audited.
+async fn update_upstream_part(
+    state: &AppState,
+    scope: &TenantScope,
+    existing: Tool,
+    description: String,
+    input_schema: Value,
+    connector: Value,
+) -> ApiResult<()> {
+    let credential = existing
+        .credential
+        .as_deref()
+        .map(ToolName::parse)
+        .transpose()
+        .map_err(|e| ApiError::internal(&e))?;
+    let spec = ToolSpec {
+        description,
+        input_schema,
+        tier: existing.tier,
+        side_effects: existing.side_effects,
+        classification: existing.classification,
+        trusted_source: existing.trusted_source,
+        cost_cents: existing.cost_cents,
+        daily_cost_ceiling_cents: existing.daily_cost_ceiling_cents,
+        connector,
+        credential,
+    };
+    state.store().update_tool(scope, &existing.name, spec).await?;
+    Ok(())
+}
+
+/// A tool a refresh left as it was, by Airlock name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedTool {
+    /// The Airlock tool.
+    pub tool: String,
+    /// Why it was left as it was.
+    pub reason: String,
+}
+
+/// What a refresh did, by Airlock tool name.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct RefreshReport {
+    /// Tools whose upstream description or input schema changed, now updated.
+    pub updated: Vec<String>,
+    /// Tools already up to date.
+    pub unchanged: Vec<String>,
+    /// Tools whose upstream no longer offers them: kept as they are, not deleted.
+    pub disappeared: Vec<String>,
+    /// Tools left as they were: their server could not be listed, or its new schema does not
+    /// compile.
+    pub skipped: Vec<SkippedTool>,
+}
+
+/// Brings every imported tool of the tenant (connector kind `mcp`) up to date with its upstream
+/// server: changed descriptions and input schemas are applied, the builder's adjustments kept.
+/// Each server is listed once per credential its tools use. Upstream tools that disappeared are
+/// reported, not deleted; new upstream tools are not added (that stays the builder's choice,
+/// through import). An unreachable server is reported per tool and does not stop the others.
+pub async fn refresh_tool_servers(state: &AppState, scope: &TenantScope) -> ApiResult<RefreshReport> {
+    // Grouped by the server's JSON and the credential: the same server may be listed with
+    // different credentials, and each listing must use the one its tools call with.
+    let mut groups: BTreeMap<(String, Option<String>), (Value, Vec<Tool>)> = BTreeMap::new();
+    for tool in state.store().list_tools(scope).await? {
+        if tool.connector.get("kind").and_then(Value::as_str) != Some("mcp") {
+            continue;
+        }
+        let server = tool.connector.get("server").cloned().unwrap_or(Value::Null);
+        let key = (server.to_string(), tool.credential.clone());
+        groups.entry(key).or_insert_with(|| (server, Vec::new())).1.push(tool);
+    }
+
+    let mut report = RefreshReport::default();
+    for ((_, credential), (server, tools)) in groups {
+        let skip_all = |report: &mut RefreshReport, reason: &str| {
+            report.skipped.extend(
+                tools.iter().map(|t| SkippedTool { tool: t.name.to_string(), reason: reason.to_owned() }),
+            );
+        };
+        let upstream = match list_server(state, scope, &server, credential.as_deref()).await {
+            Ok(upstream) => upstream,
+            Err(reason) => {
+                skip_all(&mut report, &reason);
+                continue;
+            }
+        };
+        for existing in tools {
+            let name = existing.name.to_string();
+            let wanted = existing.connector.get("tool").and_then(Value::as_str);
+            let Some(tool) = upstream.iter().find(|t| Some(t.name.as_str()) == wanted) else {
+                report.disappeared.push(name);
+                continue;
+            };
+            let (description, input_schema) = match upstream_definition(tool) {
+                Ok(definition) => definition,
+                Err(reason) => {
+                    report.skipped.push(SkippedTool { tool: name, reason });
+                    continue;
+                }
+            };
+            if existing.description == description && existing.input_schema == input_schema {
+                report.unchanged.push(name);
+                continue;
+            }
+            let connector = existing.connector.clone();
+            update_upstream_part(state, scope, existing, description, input_schema, connector).await?;
+            report.updated.push(name);
+        }
+    }
+    Ok(report)
+}
+
+/// Lists one server's tools with its credential, or says why it could not.
+async fn list_server(
+    state: &AppState,
+    scope: &TenantScope,
+    server: &Value,
+    credential: Option<&str>,
+) -> Result<Vec<ImportedTool>, String> {
+    let spec: UpstreamSpec = serde_json::from_value(server.clone())
+        .map_err(|e| format!("its server definition is invalid: {e}"))?;
+    let material = match credential {
+        None => None,
+        Some(name) => {
+            let name = ToolName::parse(name).map_err(|e| format!("its credential: {e}"))?;
+            let opened = state
+                .store()
+                .open_credential_by_name_for_executor(scope, &name)
+                .await
+                .map_err(|e| format!("its credential `{name}` could not be opened: {e}"))?;
+            let (kind, material) = opened.ok_or_else(|| format!("there is no credential named `{name}`"))?;
+            Some(CredentialMaterial::new(&kind, material))
+        }
+    };
+    state.executor().list_mcp_tools(&spec, material.as_ref()).await.map_err(|e| e.to_string())
+}
+
+/// Refreshes the tenant's imported tools from their upstream servers now (the server also does
+/// it every `mcp.refresh_secs`). Admins and builders.
+#[utoipa::path(post, path = "/v1/tool-servers/refresh", tag = "tools",
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, body = RefreshReport)))]
+pub async fn refresh(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<RefreshReport>> {
+    caller.require_any(&[Role::Admin, Role::Builder])?;
+    let scope = caller.scope()?;
+    Ok(axum::Json(refresh_tool_servers(&state, &scope).await?))
+}
+
+/// Refreshes every live tenant's imported tools every `period`, forever; a failure is logged
+/// for its tenant and the others still refresh. The caller aborts the task at shutdown.
+pub(crate) async fn refresh_periodically(state: AppState, period: std::time::Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: the server has just started, so wait a full period.
+    ticks.tick().await;
+    let operator = Principal::local_operator();
+    loop {
+        ticks.tick().await;
+        let tenants = match state.store().list_tenants(&operator).await {
+            Ok(tenants) => tenants,
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "tool-server refresh: cannot list tenants");
+                continue;
+            }
+        };
+        for tenant in tenants {
+            let span = tracing::info_span!("tool_server_refresh", tenant = %tenant.slug);
+            let outcome = async {
+                let scope = state.store().operator_scope(&operator, &tenant.slug).await?;
+                refresh_tool_servers(&state, &scope).await
+            }
+            .instrument(span.clone())
+            .await;
+            span.in_scope(|| match outcome {
+                Ok(report) if report.updated.is_empty() && report.skipped.is_empty() => {}
+                Ok(report) => tracing::info!(
+                    updated = report.updated.len(),
+                    skipped = report.skipped.len(),
+                    disappeared = report.disappeared.len(),
+                    "tool-server refresh"
+                ),
+                Err(error) => tracing::warn!(
+                    kind = error.kind().name(),
+                    detail = error.detail(),
+                    "tool-server refresh failed for the tenant"
+                ),
+            });
+        }
+    }
 }
 
 /// Many MCP servers declare their schemas as draft-07 (the MCP default is 2020-12). For the

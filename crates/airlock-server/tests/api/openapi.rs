@@ -72,6 +72,7 @@ const EXPECTED_ROUTES: &[&str] = &[
     "POST /v1/runs/{run}/complete",
     "POST /v1/sessions",
     "POST /v1/tool-servers/import",
+    "POST /v1/tool-servers/refresh",
     "POST /v1/tools",
     "POST /v1/users",
     "PUT /v1/credentials/{name}",

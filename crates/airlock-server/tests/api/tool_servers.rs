@@ -4,6 +4,7 @@
 //! `server-filesystem` from npm, started over stdio by Airlock itself.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -192,4 +193,95 @@ async fn a_servers_credential_is_used_to_list_and_call_but_never_shown() {
         .post("/v1/tool-servers/import", world.admin(), &no_env)
         .await
         .expect_problem(422, "invalid-body");
+}
+
+/// `server-everything` over stdio.
+fn everything_server() -> Value {
+    json!({
+        "kind": "stdio", "command": "node", "args": [reference_server("server-everything"), "stdio"],
+        "timeout_ms": 20_000,
+    })
+}
+
+/// Imports `ev.echo` from `server-everything`, then edits it as if the upstream had since
+/// changed: an older description and schema, and the builder's own tier and classification.
+/// Returns the upstream's definition as imported.
+async fn import_echo_then_age_it(world: &World) -> Value {
+    let body = json!({"server": everything_server(), "prefix": "ev", "tools": ["echo", "get-env"]});
+    world.app.post("/v1/tool-servers/import", world.admin(), &body).await.expect_status(200);
+    let upstream = world.app.get_ok("/v1/tools/ev.echo", world.admin()).await;
+    let older = json!({
+        "description": "Echoes (an older version)",
+        "input_schema": {"type": "object", "properties": {"text": {"type": "string"}}, "additionalProperties": false},
+        "tier": "write", "side_effects": true, "classification": "confidential",
+        "connector": upstream["connector"],
+    });
+    world.app.put("/v1/tools/ev.echo", world.admin(), &older).await.expect_status(200);
+    upstream
+}
+
+#[tokio::test]
+async fn a_refresh_applies_upstream_changes_keeps_the_builders_settings_and_reports_the_rest() {
+    let world = World::new().await;
+    let upstream = import_echo_then_age_it(&world).await;
+    // A tool the upstream no longer offers, and one whose server cannot be reached.
+    world
+        .register(&json!({"name": "ev.retired", "description": "gone upstream", "tier": "read",
+            "side_effects": false, "input_schema": {"type": "object"},
+            "connector": {"kind": "mcp", "server": everything_server(), "tool": "retired"}}))
+        .await;
+    let crashing = json!({"kind": "stdio", "command": "node", "args": ["-e", "process.exit(1)"]});
+    world
+        .register(&json!({"name": "down.tool", "description": "unreachable", "tier": "read",
+            "side_effects": false, "input_schema": {"type": "object"},
+            "connector": {"kind": "mcp", "server": crashing, "tool": "tool"}}))
+        .await;
+    let updates_before = world.entries_of("tool.updated").await.len();
+
+    let report =
+        world.app.post("/v1/tool-servers/refresh", world.admin(), &json!({})).await.expect_status(200);
+    assert_eq!(report["updated"], json!(["ev.echo"]), "{report}");
+    assert_eq!(report["unchanged"], json!(["ev.get-env"]), "{report}");
+    assert_eq!(report["disappeared"], json!(["ev.retired"]), "kept, not deleted: {report}");
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["skipped"][0]["tool"], "down.tool", "{report}");
+
+    let tool = world.app.get_ok("/v1/tools/ev.echo", world.admin()).await;
+    assert_eq!(tool["description"], upstream["description"], "{tool}");
+    assert_eq!(tool["input_schema"], upstream["input_schema"], "{tool}");
+    assert_eq!(tool["connector"], upstream["connector"], "{tool}");
+    assert_eq!(
+        (tool["tier"].as_str(), tool["classification"].as_str(), tool["side_effects"].as_bool()),
+        (Some("write"), Some("confidential"), Some(true)),
+        "the builder's settings are kept: {tool}"
+    );
+    world.app.get_ok("/v1/tools/ev.retired", world.admin()).await;
+    assert_eq!(world.entries_of("tool.updated").await.len(), updates_before + 1, "the update is audited");
+
+    // Up to date now; agents may not refresh.
+    let again =
+        world.app.post("/v1/tool-servers/refresh", world.admin(), &json!({})).await.expect_status(200);
+    assert_eq!(again["updated"], json!([]), "{again}");
+    world
+        .app
+        .post("/v1/tool-servers/refresh", world.agent_key(), &json!({}))
+        .await
+        .expect_problem(403, "forbidden");
+}
+
+#[tokio::test]
+async fn imported_tools_are_refreshed_in_the_background() {
+    let world = World::spawn_with(|c| c.mcp_refresh = Duration::from_millis(500)).await;
+    let upstream = import_echo_then_age_it(&world).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let tool = world.app.get_ok("/v1/tools/ev.echo", world.admin()).await;
+        if tool["description"] == upstream["description"] {
+            assert_eq!(tool["input_schema"], upstream["input_schema"], "{tool}");
+            assert_eq!(tool["tier"], "write", "the builder's settings are kept: {tool}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not refreshed within 20 s: {tool}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
