@@ -567,6 +567,15 @@ impl Store {
         .bind(tool.as_str())
         .fetch_optional(db.database().pool())
         .await?;
+        self.open_credential_row(scope, row).await
+    }
+
+    /// Opens the sealed material of a `credentials` row (`id`, `kind`, `sealed`).
+    async fn open_credential_row(
+        &self,
+        scope: &TenantScope,
+        row: Option<AnyRow>,
+    ) -> Result<Option<(String, SecretBox<[u8]>)>, StoreError> {
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get("id")?;
         let sealed: Vec<u8> = row.try_get("sealed")?;
@@ -588,11 +597,6 @@ impl Store {
             .bind(name.as_str())
             .fetch_optional(db.database().pool())
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let id: String = row.try_get("id")?;
-        let sealed: Vec<u8> = row.try_get("sealed")?;
-        let dek = self.dek(scope.tenant_id()).await?;
-        let material = dek.open(Context { table: "credentials", column: "sealed", row: &id }, &sealed)?;
-        Ok(Some((row.try_get("kind")?, material)))
+        self.open_credential_row(scope, row).await
     }
 }
