@@ -426,26 +426,42 @@ impl Executor {
         timeout: Duration,
         scrubber: &mut Scrubber,
     ) -> Result<SecretString, String> {
-        // Reviewers: the credential's material is opened here for MCP connectors.
+        match self.bearer_token(credential, timeout, scrubber).await? {
+            Some((token, _)) => Ok(token),
+            None => Err(format!(
+                "credentials of kind `{}` cannot be used with an MCP tool server (use `bearer` or `oauth_client_credentials`)",
+                bounded(&credential.kind)
+            )),
+        }
+    }
+
+    /// For a `bearer` or `oauth_client_credentials` credential, the bearer token (with the
+    /// token cache's key for OAuth), every secret registered with `scrubber`; `None` for
+    /// other kinds.
+    async fn bearer_token(
+        &self,
+        credential: &CredentialMaterial,
+        timeout: Duration,
+        scrubber: &mut Scrubber,
+    ) -> Result<Option<(SecretString, Option<airlock_crypto::Digest>)>, String> {
+        // Reviewers: the credential's material is opened here for bearer tokens.
         let material = credential.material.expose_secret();
+        // Parse errors are never shown: serde's messages can quote the input.
         let invalid = || format!("the credential is not a valid `{}` credential", bounded(&credential.kind));
         match credential.kind.as_str() {
             "bearer" => {
                 let m: BearerMaterial = serde_json::from_slice(material).map_err(|_| invalid())?;
                 scrubber.add(m.token.expose_secret());
-                Ok(m.token)
+                Ok(Some((m.token, None)))
             }
             "oauth_client_credentials" => {
                 let m: OauthMaterial = serde_json::from_slice(material).map_err(|_| invalid())?;
                 scrubber.add(m.client_secret.expose_secret());
-                let (token, _key) = self.access_token(&m, timeout, scrubber).await?;
+                let (token, cache_key) = self.access_token(&m, timeout, scrubber).await?;
                 scrubber.add(token.expose_secret());
-                Ok(token)
+                Ok(Some((token, Some(cache_key))))
             }
-            other => Err(format!(
-                "credentials of kind `{}` cannot be used with an MCP tool server (use `bearer` or `oauth_client_credentials`)",
-                bounded(other)
-            )),
+            _ => Ok(None),
         }
     }
 
@@ -457,16 +473,17 @@ impl Executor {
         timeout: Duration,
         scrubber: &mut Scrubber,
     ) -> Result<Authorization, String> {
-        // Reviewers: the credential's material is opened here, and only here.
+        // Reviewers: the credential's material is opened here, and in `bearer_token`.
         let material = credential.material.expose_secret();
         // Parse errors are never shown: serde's messages can quote the input.
         let invalid = || format!("the credential is not a valid `{}` credential", bounded(&credential.kind));
+        if let Some((token, cache_key)) = self.bearer_token(credential, timeout, scrubber).await? {
+            return Ok(Authorization {
+                cache_key,
+                ..Authorization::new(header::AUTHORIZATION, bearer(&token)?)
+            });
+        }
         match credential.kind.as_str() {
-            "bearer" => {
-                let m: BearerMaterial = serde_json::from_slice(material).map_err(|_| invalid())?;
-                scrubber.add(m.token.expose_secret());
-                Ok(Authorization::new(header::AUTHORIZATION, bearer(&m.token)?))
-            }
             "basic" => {
                 let m: BasicMaterial = serde_json::from_slice(material).map_err(|_| invalid())?;
                 let encoded = SecretString::from(BASE64.encode(format!(
@@ -484,16 +501,6 @@ impl Executor {
                 let name = HeaderName::from_bytes(m.header.as_bytes()).map_err(|_| invalid())?;
                 scrubber.add(m.value.expose_secret());
                 Ok(Authorization::new(name, sensitive(m.value.expose_secret())?))
-            }
-            "oauth_client_credentials" => {
-                let m: OauthMaterial = serde_json::from_slice(material).map_err(|_| invalid())?;
-                scrubber.add(m.client_secret.expose_secret());
-                let (token, cache_key) = self.access_token(&m, timeout, scrubber).await?;
-                scrubber.add(token.expose_secret());
-                Ok(Authorization {
-                    cache_key: Some(cache_key),
-                    ..Authorization::new(header::AUTHORIZATION, bearer(&token)?)
-                })
             }
             other => Err(format!("credentials of kind `{}` are not supported", bounded(other))),
         }
